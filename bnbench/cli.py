@@ -1,0 +1,179 @@
+"""The `bnbench` command: run sweeps, check data (and, as they land, report, claims, bench)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import typer
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from bnbench.config import ConfigError, identity, register_configs, to_config
+from bnbench.plan import CONF_DIR, PlannedRun, expand
+from bnbench.store import read_summary, run_dir
+from bnbench.train import available_cores, execute
+
+app = typer.Typer(
+    help=(
+        "Put the popular claims about batch normalization on trial.\n\n"
+        "Examples:\n\n"
+        "  bnbench run                                   # BN vs no-BN once each, ~3 min on 2 cores\n\n"
+        "  bnbench run -m model.norm=batch,none optim.lr=0.01,0.1 seed=0,1\n\n"
+        "  bnbench run experiment=smoke -m model.norm=batch,none\n\n"
+        "  bnbench data fashion_mnist"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+if not console.is_terminal:  # logs and pipes: do not squeeze the tables to 80 columns
+    console.width = 160
+err_console = Console(stderr=True)
+DEFAULT_COMPARISON = ["model.norm=batch,none"]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"bnbench: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "Train one run, or a sweep with -m. Arguments are Hydra overrides "
+        "(key=value, key=a,b,c to sweep, experiment=NAME, hydra/launcher=joblib to run "
+        "in parallel on all cores). With no arguments: BN and no-BN once each on "
+        "Fashion-MNIST, then a comparison table. Finished runs are skipped, so running "
+        "the same command again resumes an interrupted sweep.\n\n"
+        "Examples:\n\n"
+        "  bnbench run -m model.norm=batch,none optim.lr=0.01,0.1 seed=0,1\n\n"
+        "  bnbench run -m hydra/launcher=joblib model.norm=batch,none seed=0,1,2\n\n"
+        "  bnbench run --dry-run -m model.norm=batch,none train.batch_size=16,128"
+    ),
+)
+def run(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep over comma lists."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the planned runs; train nothing."),
+) -> None:
+    overrides = list(ctx.args)
+    if not overrides:
+        overrides, multirun = DEFAULT_COMPARISON, True
+    try:
+        plan = expand(overrides, multirun)
+    except ConfigError as error:
+        fail(str(error))
+    todo = [p for p in plan if not p.done]
+    console.print(
+        f"{len(plan)} run(s) planned in {run_dir(plan[0].config).parent}: "
+        f"{len(plan) - len(todo)} done, {len(todo)} to train"
+    )
+    if dry_run:
+        console.print(plan_table(plan, with_results=False))
+        return
+    if todo:
+        check_data(todo[0])
+        launch(overrides, multirun)
+    console.print(plan_table(plan, with_results=True))
+    failed = [p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"]
+    if failed:
+        fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
+
+
+def check_data(first: PlannedRun) -> None:
+    """Fail before launching when the dataset cannot be loaded (every run would fail)."""
+    from bnbench.data import DatasetNotFound, load_splits
+
+    try:
+        load_splits(first.config.dataset)
+    except DatasetNotFound as error:
+        fail(str(error))
+
+
+def launch(overrides: list[str], multirun: bool) -> None:
+    """Hand the overrides to Hydra, which runs each job through its launcher."""
+    register_configs()
+    saved_argv = sys.argv
+    sys.argv = ["bnbench", *overrides, *(["--multirun"] if multirun else [])]
+    try:
+        hydra_job()
+    finally:
+        sys.argv = saved_argv
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def hydra_job(cfg: DictConfig) -> str:
+    return execute(to_config(cfg), parallel_jobs())
+
+
+def parallel_jobs() -> int:
+    """How many runs share this machine now (joblib's n_jobs; 1 for the basic launcher)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    n_jobs = HydraConfig.get().launcher.get("n_jobs", 1) or 1
+    cores = available_cores()
+    return n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
+
+
+def plan_table(plan: list[PlannedRun], with_results: bool) -> Table:
+    """One row per run: the config keys that differ across the plan, then status and metrics."""
+    configs = [identity(p.config) for p in plan]
+    varying = [k for k in configs[0] if len({repr(c[k]) for c in configs}) > 1]
+    table = Table(show_lines=False)
+    for column in ["run", *varying, "status"]:
+        table.add_column(column)
+    if with_results:
+        for column in ["epochs", "train_loss", "val_acc", "test_acc", "wall_s"]:
+            table.add_column(column, justify="right")
+    for p, flat in zip(plan, configs, strict=True):
+        summary = read_summary(run_dir(p.config)) or {}
+        row = [p.run_id, *(str(flat[k]) for k in varying), summary.get("status", p.status)]
+        if with_results:
+            final = summary.get("final") or {}
+            row += [
+                str(summary.get("epochs_completed", "")),
+                _fmt(final.get("train_loss"), "{:.4f}"),
+                _fmt(final.get("val_acc"), "{:.2%}"),
+                _fmt(final.get("test_acc"), "{:.2%}"),
+                _fmt(summary.get("wall_time_s"), "{:.1f}"),
+            ]
+        table.add_row(*row)
+    return table
+
+
+def _fmt(value, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+@app.command(
+    help=(
+        "Make sure a dataset is available and say where it was found, or exactly how to "
+        "get it. DATASET: fashion_mnist (default), mnist, cifar10, synthetic.\n\n"
+        "Example: bnbench data fashion_mnist --data-dir ~/datasets"
+    )
+)
+def data(
+    dataset: str = typer.Argument("fashion_mnist"),
+    data_dir: str = typer.Option(None, "--data-dir", help="Directory searched first."),
+) -> None:
+    from bnbench.config import DATASETS, DatasetConfig
+    from bnbench.data import DatasetNotFound, load_splits
+
+    if dataset not in DATASETS:
+        fail(f"invalid dataset={dataset!r}: allowed: {' | '.join(DATASETS)}")
+    cfg = DatasetConfig(name=dataset, data_dir=data_dir, val_size=0)
+    try:
+        splits = load_splits(cfg)
+    except DatasetNotFound as error:
+        fail(str(error), code=1)
+    shape = "x".join(str(s) for s in splits.train_x.shape[1:])
+    console.print(
+        f"{dataset}: found in {splits.source}; {len(splits.train_y)} train + "
+        f"{len(splits.test_y)} test images of {shape}, {splits.num_classes} classes"
+    )
+
+
+if __name__ == "__main__":
+    app()

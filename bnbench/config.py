@@ -1,0 +1,235 @@
+"""Typed run configuration, registered with Hydra's ConfigStore, and its validation.
+
+The dataclasses are the schema: Hydra refuses unknown keys and wrong types while
+composing; `validate` then refuses values that are well-typed but meaningless
+(negative LR, a ghost batch that does not divide the batch, ...), before any training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+NORMS = ("none", "batch", "group", "noisy_batch")
+PLACEMENTS = ("pre", "post")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
+INITS = (
+    "torch_default",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "xavier_normal",
+    "xavier_uniform",
+    "orthogonal",
+    "normal",
+)
+DROPOUT_KINDS = ("bernoulli", "uout")
+DROPOUT_POSITIONS = ("before_norm", "after_norm")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "step", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Training-set sizes, known without loading the data, so a batch size can be checked up front.
+TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "fashion_mnist"
+    data_dir: str | None = None  # looked in first; not part of the run id
+    val_size: int = 5000  # held out of the training set, for choosing hyperparameters
+    train_subset: int | None = None  # train on the first N shuffled training examples
+    test_subset: int | None = None  # evaluate on the first N test examples
+    split_seed: int = 0  # fixes the train/val split independently of the run's seed
+    # synthetic only: sizes of a deterministic, learnable toy problem
+    synthetic_train: int = 512
+    synthetic_test: int = 256
+    synthetic_image_size: int = 8
+
+
+@dataclass
+class ModelConfig:
+    norm: str = "batch"
+    placement: str = "pre"
+    activation: str = "relu"
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    depth: int = 1  # conv layers per stage
+    ghost_batch_size: int | None = None  # BN statistics over sub-batches of this size
+    bn_momentum: float = 0.1
+    affine: bool = True
+    groups: int = 8  # group norm only
+    noise_std: float = 0.5  # noisy_batch only: spread of the per-step scale and shift noise
+    dropout: float = 0.0  # in every conv block
+    head_dropout: float = 0.0  # before the linear head
+    dropout_position: str = "after_norm"
+    dropout_kind: str = "bernoulli"
+    init: str = "kaiming_normal"
+    init_scale: float = 1.0  # sigma for `normal`, a gain multiplier otherwise
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_size: int = 10  # step schedule: epochs between decays
+    gamma: float = 0.1  # step schedule: decay factor
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    log_every: int = 20  # steps between rows of steps.csv
+    channels_last: bool = False
+    diverge_factor: float = 10.0  # loss above this multiple of its first value = diverged
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    sweep: str = "default"  # results/<sweep>/
+    results_dir: str = "results"
+    device: str = "auto"
+    threads: int | None = None  # torch threads; default: cores / parallel jobs
+    progress: bool = True
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+class ConfigError(ValueError):
+    """A refused value: the message is one line naming key, value and what is allowed."""
+
+
+def _refuse(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"invalid {key}={value!r}: {allowed}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _refuse(key, value, "allowed: " + " | ".join(choices))
+
+
+def train_size(cfg: Config) -> int:
+    """How many examples one epoch trains on, known without loading the data."""
+    d = cfg.dataset
+    total = d.synthetic_train if d.name == "synthetic" else TRAIN_SIZES[d.name]
+    available = total - d.val_size
+    return min(available, d.train_subset) if d.train_subset is not None else available
+
+
+def validate(cfg: Config) -> None:
+    """Refuse any value that would make a run meaningless; raises ConfigError."""
+    d, m, o, t = cfg.dataset, cfg.model, cfg.optim, cfg.train
+    _check_choice("dataset.name", d.name, DATASETS)
+    _check_choice("model.norm", m.norm, NORMS)
+    _check_choice("model.placement", m.placement, PLACEMENTS)
+    _check_choice("model.activation", m.activation, ACTIVATIONS)
+    _check_choice("model.init", m.init, INITS)
+    _check_choice("model.dropout_kind", m.dropout_kind, DROPOUT_KINDS)
+    _check_choice("model.dropout_position", m.dropout_position, DROPOUT_POSITIONS)
+    _check_choice("optim.name", o.name, OPTIMIZERS)
+    _check_choice("optim.schedule", o.schedule, SCHEDULES)
+    _check_choice("device", cfg.device, DEVICES)
+
+    total = d.synthetic_train if d.name == "synthetic" else TRAIN_SIZES[d.name]
+    if not 0 <= d.val_size < total:
+        _refuse("dataset.val_size", d.val_size, f"must be in [0, {total}) for {d.name}")
+    if d.train_subset is not None and d.train_subset < 1:
+        _refuse("dataset.train_subset", d.train_subset, "must be >= 1 (or null for all)")
+    if d.test_subset is not None and d.test_subset < 1:
+        _refuse("dataset.test_subset", d.test_subset, "must be >= 1 (or null for all)")
+
+    if not m.widths or any(w < 1 for w in m.widths):
+        _refuse("model.widths", list(m.widths), "must be a non-empty list of positive ints")
+    if m.depth < 1:
+        _refuse("model.depth", m.depth, "must be >= 1")
+    for key in ("dropout", "head_dropout"):
+        rate = getattr(m, key)
+        if not 0 <= rate < 1:
+            _refuse(f"model.{key}", rate, "must be in [0, 1)")
+    if m.init_scale <= 0:
+        _refuse("model.init_scale", m.init_scale, "must be > 0")
+    if not 0 <= m.bn_momentum <= 1:
+        _refuse("model.bn_momentum", m.bn_momentum, "must be in [0, 1]")
+    if m.noise_std < 0:
+        _refuse("model.noise_std", m.noise_std, "must be >= 0")
+    if m.norm == "group" and (m.groups < 1 or any(w % m.groups for w in m.widths)):
+        _refuse("model.groups", m.groups, f"must divide every width in {list(m.widths)}")
+
+    if not o.lr > 0:
+        _refuse("optim.lr", o.lr, "must be > 0")
+    if not 0 <= o.momentum < 1:
+        _refuse("optim.momentum", o.momentum, "must be in [0, 1)")
+    if o.weight_decay < 0:
+        _refuse("optim.weight_decay", o.weight_decay, "must be >= 0")
+    if o.warmup_epochs < 0:
+        _refuse("optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
+    if o.step_size < 1:
+        _refuse("optim.step_size", o.step_size, "must be >= 1")
+
+    if t.epochs < 1:
+        _refuse("train.epochs", t.epochs, "must be >= 1")
+    if t.log_every < 1:
+        _refuse("train.log_every", t.log_every, "must be >= 1")
+    n_train = train_size(cfg)
+    if not 1 <= t.batch_size <= n_train:
+        _refuse("train.batch_size", t.batch_size, f"must be in [1, {n_train}] (training examples)")
+    if m.ghost_batch_size is not None:
+        g = m.ghost_batch_size
+        if g < 1 or t.batch_size % g:
+            _refuse("model.ghost_batch_size", g, f"must divide train.batch_size={t.batch_size}")
+    if cfg.threads is not None and cfg.threads < 1:
+        _refuse("threads", cfg.threads, "must be >= 1 (or null for automatic)")
+
+
+def to_config(cfg: DictConfig | Config) -> Config:
+    """A composed Hydra config as the typed dataclass (hydra keys dropped)."""
+    if isinstance(cfg, Config):
+        return cfg
+    node = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), node))
+
+
+# Keys that say where or how a run executes, not what it computes.
+NOT_IDENTITY = ("dataset.data_dir", "sweep", "results_dir", "device", "threads", "progress")
+
+
+def identity(cfg: Config) -> dict:
+    """The resolved config without paths, launcher and device settings."""
+    flat = flatten(asdict(cfg))
+    return {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+
+
+def run_id(cfg: Config) -> str:
+    """Short stable hash of what the run computes: same config, same id, same directory."""
+    text = json.dumps(identity(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

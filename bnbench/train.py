@@ -1,0 +1,332 @@
+"""One run: data -> model -> SGD/Adam loop -> per-epoch metrics, written to the run directory.
+
+The loop follows cifar10-airbench: the dataset is a tensor on the training device, a batch
+is an index slice of a per-epoch permutation, metrics accumulate on the device and reach
+the host once per epoch (every step on CPU, where reading a scalar costs nothing, so a
+diverging run stops at once).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnbench import __version__
+from bnbench.config import Config, OptimConfig, run_id
+from bnbench.data import Splits, load_splits
+from bnbench.model import build_model
+from bnbench.store import (
+    METRIC_COLUMNS,
+    STEP_COLUMNS,
+    is_finished,
+    read_summary,
+    run_dir,
+    write_config,
+    write_csv,
+    write_json,
+)
+
+EVAL_BATCH = 1000
+
+
+class Diverged(Exception):
+    pass
+
+
+def execute(cfg: Config, parallel_jobs: int = 1) -> str:
+    """Train the run unless it already finished; a crash is recorded, not raised."""
+    directory = run_dir(cfg)
+    if is_finished(directory):
+        return "skipped"
+    try:
+        return train_run(cfg, parallel_jobs)["status"]
+    except Exception as error:  # one broken run must not end the sweep
+        summary = base_summary(cfg) | {"status": "failed", "error": repr(error)}
+        summary["traceback"] = traceback.format_exc()
+        write_json(directory / "summary.json", summary)
+        print(f"[{run_id(cfg)}] failed: {error!r}", file=sys.stderr, flush=True)
+        return "failed"
+
+
+def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
+    directory = run_dir(cfg)
+    (directory / "summary.json").unlink(missing_ok=True)  # a rerun starts from nothing
+    write_config(directory / "config.yaml", cfg)
+    started = time.time()
+    device = setup_runtime(cfg, parallel_jobs)
+
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(cfg.dataset).to(device)
+    model = build_model(cfg.model, splits.in_channels, splits.num_classes, cfg.seed).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = make_optimizer(cfg.optim, model, device)
+
+    epochs, batch = cfg.train.epochs, cfg.train.batch_size
+    steps_per_epoch = len(splits.train_y) // batch  # the partial last batch is dropped
+    lr_at = lr_schedule(cfg.optim, steps_per_epoch, epochs)
+    order = torch.Generator().manual_seed(cfg.seed)  # same data order for BN and no-BN
+    progress = Progress(cfg, steps_per_epoch)
+
+    metric_rows, step_rows, status, first_loss = [], [], "completed", None
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(splits.train_y), generator=order).to(device)
+        try:
+            epoch_stats, epoch_steps, first_loss = train_epoch(
+                cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, progress
+            )
+        except Diverged as why:
+            status, epoch_stats, epoch_steps = "diverged", why.args[0], why.args[1]
+        step_rows += epoch_steps
+        row = {"epoch": epoch, **epoch_stats}
+        if status == "completed":
+            row.update(_prefixed("val", evaluate(model, splits.val_x, splits.val_y, memory_format)))
+            row.update(_prefixed("test", evaluate(model, splits.test_x, splits.test_y, memory_format)))
+        row["epoch_time_s"] = time.perf_counter() - t0
+        metric_rows.append(row)
+        write_csv(directory / "metrics.csv", METRIC_COLUMNS, metric_rows)
+        write_csv(directory / "steps.csv", STEP_COLUMNS, step_rows)
+        progress.epoch_done(row, status)
+        if status == "diverged":
+            break
+    progress.close()
+
+    summary = base_summary(cfg) | finish_summary(metric_rows, status, first_loss, splits)
+    summary |= {"device": str(device), "threads": torch.get_num_threads()}
+    summary["wall_time_s"] = time.time() - started
+    write_json(directory / "summary.json", summary)
+    return summary
+
+
+def train_epoch(cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, progress):
+    """One pass over the training set; raises Diverged(stats, step_rows) on blow-up."""
+    model.train()
+    batch, log_every = cfg.train.batch_size, cfg.train.log_every
+    device = splits.train_x.device
+    check_every = 1 if device.type == "cpu" else log_every  # host reads are free only on CPU
+    channels_last = cfg.train.channels_last
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    grad_norm_sum = torch.zeros((), device=device)
+    window = torch.zeros((), device=device)
+    pending_logs, step_rows = [], []
+    limit = math.inf if first_loss is None else cfg.train.diverge_factor * first_loss
+
+    for i in range(steps_per_epoch):
+        step = (epoch - 1) * steps_per_epoch + i
+        lr = lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = perm[i * batch : (i + 1) * batch]
+        x, y = splits.train_x[idx], splits.train_y[idx]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm_sum += torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+        optimizer.step()
+
+        detached = loss.detach()
+        loss_sum += detached
+        window += detached
+        correct += (logits.argmax(1) == y).sum()
+        if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
+            pending_logs.append((step + 1, epoch, window / ((i % log_every) + 1), lr))
+            window = torch.zeros((), device=device)
+        if first_loss is None or (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
+            value = detached.item()
+            if first_loss is None:
+                first_loss, limit = value, cfg.train.diverge_factor * value
+            if not math.isfinite(value) or value > limit:
+                step_rows = _step_rows(pending_logs) + [
+                    {"step": step + 1, "epoch": epoch, "train_loss": value, "lr": lr}
+                ]
+                stats = _train_stats(loss_sum, correct, grad_norm_sum, i + 1, batch, lr)
+                raise Diverged(stats, step_rows)
+        progress.step()
+    stats = _train_stats(loss_sum, correct, grad_norm_sum, steps_per_epoch, batch, lr_at(step))
+    return stats, _step_rows(pending_logs), first_loss
+
+
+def _train_stats(loss_sum, correct, grad_norm_sum, steps, batch, lr) -> dict:
+    return {
+        "train_loss": loss_sum.item() / steps,
+        "train_acc": correct.item() / (steps * batch),
+        "grad_norm": grad_norm_sum.item() / steps,
+        "lr": lr,
+    }
+
+
+def _step_rows(pending) -> list[dict]:
+    return [{"step": s, "epoch": e, "train_loss": loss.item(), "lr": lr} for s, e, loss, lr in pending]
+
+
+def _prefixed(prefix: str, stats: dict) -> dict:
+    return {f"{prefix}_{k}": v for k, v in stats.items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, memory_format=None) -> dict:
+    """Mean loss and accuracy in eval mode (BN uses its running statistics)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(y), EVAL_BATCH):
+        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        if memory_format is not None:
+            xb = xb.contiguous(memory_format=memory_format)
+        logits = model(xb)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return {"loss": loss_sum.item() / len(y), "acc": correct.item() / len(y)}
+
+
+def make_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.name == "adam":
+        return torch.optim.Adam(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True
+        )
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+        foreach=True,
+    )
+
+
+def lr_schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int):
+    """step -> learning rate: linear warmup, then constant, step decay or cosine to zero."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = epochs * steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        if cfg.schedule == "step":
+            return cfg.lr * cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
+        if cfg.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return cfg.lr
+
+    return lr_at
+
+
+def setup_runtime(cfg: Config, parallel_jobs: int = 1) -> torch.device:
+    """Pick the device, set threads (never more than cores), flush denormals on CPU."""
+    torch.set_flush_denormal(True)  # a diverging no-BN run otherwise crawls through denormals
+    threads = cfg.threads or max(1, available_cores() // max(1, parallel_jobs))
+    torch.set_num_threads(threads)
+    return resolve_device(cfg.device)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is available (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def base_summary(cfg: Config) -> dict:
+    return {
+        "run_id": run_id(cfg),
+        "sweep": cfg.sweep,
+        "seed": cfg.seed,
+        "host": socket.gethostname(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "bnbench": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "git_commit": git_commit(),
+    }
+
+
+def finish_summary(rows: list[dict], status: str, first_loss: float | None, splits: Splits) -> dict:
+    last = rows[-1]
+    evaluated = [r for r in rows if "val_acc" in r]
+    best = max(evaluated, key=lambda r: r["val_acc"], default=None)
+    final = {k: last.get(k) for k in METRIC_COLUMNS if k not in ("epoch", "epoch_time_s")}
+    return {
+        "status": status,
+        "epochs_completed": len(evaluated),
+        "final": final,
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "first_loss": first_loss,
+        "data_source": splits.source,
+        "n_train": len(splits.train_y),
+        "n_val": len(splits.val_y),
+        "n_test": len(splits.test_y),
+    }
+
+
+def git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class Progress:
+    """A rich progress bar on a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, cfg: Config, steps_per_epoch: int):
+        self.label = f"{run_id(cfg)} {cfg.model.norm}"
+        self.epochs = cfg.train.epochs
+        self.bar = None
+        if cfg.progress and sys.stdout.isatty():
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(transient=True)
+            self.task = self.bar.add_task(self.label, total=steps_per_epoch * self.epochs)
+            self.bar.start()
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def epoch_done(self, row: dict, status: str) -> None:
+        val = f"val_acc {row['val_acc']:.2%}" if "val_acc" in row else status
+        text = (
+            f"[{self.label}] epoch {row['epoch']}/{self.epochs} "
+            f"train_loss {row['train_loss']:.4f} {val} ({row['epoch_time_s']:.1f} s)"
+        )
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
