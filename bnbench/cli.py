@@ -13,13 +13,12 @@ from rich.table import Table
 from bnbench.config import ConfigError, identity, register_configs, to_config
 from bnbench.plan import CONF_DIR, PlannedRun, expand
 from bnbench.store import read_summary, run_dir
-from bnbench.train import available_cores, execute
 
 app = typer.Typer(
     help=(
         "Put the popular claims about batch normalization on trial.\n\n"
         "Examples:\n\n"
-        "  bnbench run                                   # BN vs no-BN once each, ~3 min on 2 cores\n\n"
+        "  bnbench run            # BN vs no-BN once each, ~3 min on 2 cores\n\n"
         "  bnbench run -m model.norm=batch,none optim.lr=0.01,0.1 seed=0,1\n\n"
         "  bnbench run experiment=smoke -m model.norm=batch,none\n\n"
         "  bnbench data fashion_mnist"
@@ -77,7 +76,9 @@ def run(
         check_data(todo[0])
         launch(overrides, multirun)
     console.print(plan_table(plan, with_results=True))
-    failed = [p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"]
+    failed = [
+        p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"
+    ]
     if failed:
         fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
 
@@ -105,12 +106,16 @@ def launch(overrides: list[str], multirun: bool) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_job(cfg: DictConfig) -> str:
+    from bnbench.train import execute  # torch loads only when something trains
+
     return execute(to_config(cfg), parallel_jobs())
 
 
 def parallel_jobs() -> int:
     """How many runs share this machine now (joblib's n_jobs; 1 for the basic launcher)."""
     from hydra.core.hydra_config import HydraConfig
+
+    from bnbench.train import available_cores
 
     n_jobs = HydraConfig.get().launcher.get("n_jobs", 1) or 1
     cores = available_cores()

@@ -88,7 +88,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
+    epochs: int = 4
     batch_size: int = 128
     log_every: int = 20  # steps between rows of steps.csv
     channels_last: bool = False

@@ -105,7 +105,7 @@ def _load_raw(name, data_dir, n_train, n_test, image_size):
 
 def _to_float(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
-    x = torch.from_numpy(np.array(images, dtype=np.uint8)).float().div_(255)
+    x = torch.as_tensor(np.asarray(images, dtype=np.uint8)).float().div_(255)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
@@ -113,7 +113,11 @@ def fashion_mnist_candidates(data_dir: str | None) -> list[Path]:
     """The directories searched for the IDX files, in order."""
     dirs = []
     if data_dir:
-        dirs += [Path(data_dir), Path(data_dir) / "fashion_mnist", Path(data_dir) / "FashionMNIST" / "raw"]
+        dirs += [
+            Path(data_dir),
+            Path(data_dir) / "fashion_mnist",
+            Path(data_dir) / "FashionMNIST" / "raw",
+        ]
     return [*dirs, DEBIAN_FASHION_MNIST]
 
 
@@ -159,7 +163,7 @@ def read_idx(path: Path) -> np.ndarray:
         if zero != 0 or dtype != 0x08:
             raise ValueError("not an unsigned-byte IDX file")
         body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-        return body.reshape(shape)
+        return body.reshape(shape).copy()  # writable, so torch can share it
     except (OSError, EOFError, ValueError, struct.error) as error:
         raise DatasetNotFound(f"damaged dataset file {path}: {error}") from None
 
@@ -186,7 +190,12 @@ def _torchvision_arrays(name: str, data_dir: str | None):
             f"dataset.data_dir=DIR."
         ) from None
     return (
-        (np.asarray(train.data), np.asarray(train.targets), np.asarray(test.data), np.asarray(test.targets)),
+        (
+            np.asarray(train.data),
+            np.asarray(train.targets),
+            np.asarray(test.data),
+            np.asarray(test.targets),
+        ),
         str(root),
     )
 

@@ -28,7 +28,9 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         n = x.shape[0]
         if not self.training or n <= self.ghost_size or n % self.ghost_size:
             return super().forward(x)
-        return torch.cat([super(GhostBatchNorm2d, self).forward(c) for c in x.split(self.ghost_size)])
+        return torch.cat(
+            [super(GhostBatchNorm2d, self).forward(c) for c in x.split(self.ghost_size)]
+        )
 
 
 class NoisyBatchNorm2d(nn.BatchNorm2d):
@@ -102,7 +104,7 @@ def conv_block(cfg: ModelConfig, in_width: int, out_width: int) -> nn.Sequential
 
 
 def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, seed: int) -> nn.Sequential:
-    """stage_i: depth x conv_block, then 2x2 max-pool; head: global average pool, dropout, linear."""
+    """Stages of `depth` conv blocks and a 2x2 max-pool; head: global avg pool, dropout, linear."""
     stages, width_in = [], in_channels
     for width in cfg.widths:
         blocks = [conv_block(cfg, width_in if i == 0 else width, width) for i in range(cfg.depth)]
@@ -147,4 +149,8 @@ def initialize(model: nn.Module, cfg: ModelConfig, seed: int) -> None:
 
 def norm_layers(model: nn.Module) -> list[nn.Module]:
     """The normalisation slots in network order (Identity where norm=none)."""
-    return [block.norm for block in model.modules() if isinstance(block, nn.Sequential) and hasattr(block, "norm")]
+    return [
+        block.norm
+        for block in model.modules()
+        if isinstance(block, nn.Sequential) and hasattr(block, "norm")
+    ]

@@ -30,7 +30,6 @@ from bnbench.store import (
     METRIC_COLUMNS,
     STEP_COLUMNS,
     is_finished,
-    read_summary,
     run_dir,
     write_config,
     write_csv,
@@ -85,15 +84,26 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
         perm = torch.randperm(len(splits.train_y), generator=order).to(device)
         try:
             epoch_stats, epoch_steps, first_loss = train_epoch(
-                cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, progress
+                cfg,
+                model,
+                optimizer,
+                splits,
+                perm,
+                epoch,
+                steps_per_epoch,
+                lr_at,
+                first_loss,
+                progress,
             )
         except Diverged as why:
-            status, epoch_stats, epoch_steps = "diverged", why.args[0], why.args[1]
+            status, (epoch_stats, epoch_steps, first_loss) = "diverged", why.args
         step_rows += epoch_steps
         row = {"epoch": epoch, **epoch_stats}
         if status == "completed":
             row.update(_prefixed("val", evaluate(model, splits.val_x, splits.val_y, memory_format)))
-            row.update(_prefixed("test", evaluate(model, splits.test_x, splits.test_y, memory_format)))
+            row.update(
+                _prefixed("test", evaluate(model, splits.test_x, splits.test_y, memory_format))
+            )
         row["epoch_time_s"] = time.perf_counter() - t0
         metric_rows.append(row)
         write_csv(directory / "metrics.csv", METRIC_COLUMNS, metric_rows)
@@ -110,8 +120,10 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
     return summary
 
 
-def train_epoch(cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, progress):
-    """One pass over the training set; raises Diverged(stats, step_rows) on blow-up."""
+def train_epoch(
+    cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, progress
+):
+    """One pass over the training set; raises Diverged(stats, step_rows, first_loss) on blow-up."""
     model.train()
     batch, log_every = cfg.train.batch_size, cfg.train.log_every
     device = splits.train_x.device
@@ -156,7 +168,7 @@ def train_epoch(cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_
                     {"step": step + 1, "epoch": epoch, "train_loss": value, "lr": lr}
                 ]
                 stats = _train_stats(loss_sum, correct, grad_norm_sum, i + 1, batch, lr)
-                raise Diverged(stats, step_rows)
+                raise Diverged(stats, step_rows, first_loss)
         progress.step()
     stats = _train_stats(loss_sum, correct, grad_norm_sum, steps_per_epoch, batch, lr_at(step))
     return stats, _step_rows(pending_logs), first_loss
@@ -172,7 +184,9 @@ def _train_stats(loss_sum, correct, grad_norm_sum, steps, batch, lr) -> dict:
 
 
 def _step_rows(pending) -> list[dict]:
-    return [{"step": s, "epoch": e, "train_loss": loss.item(), "lr": lr} for s, e, loss, lr in pending]
+    return [
+        {"step": s, "epoch": e, "train_loss": loss.item(), "lr": lr} for s, e, loss, lr in pending
+    ]
 
 
 def _prefixed(prefix: str, stats: dict) -> dict:
@@ -195,7 +209,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, memory_format=N
     return {"loss": loss_sum.item() / len(y), "acc": correct.item() / len(y)}
 
 
-def make_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: OptimConfig, model: nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.name == "adam":
         return torch.optim.Adam(

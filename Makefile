@@ -1,0 +1,47 @@
+# The front door. `make demo` and `make test` set everything up on a fresh machine.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+BNBENCH := $(VENV)/bin/bnbench
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: install data demo test test-fast lint format clean
+
+install: $(VENV)/.installed  ## venv with bnbench (editable) and the dev tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+data: $(FASHION_MNIST)  ## Fashion-MNIST from Debian's dataset-fashion-mnist package
+
+$(FASHION_MNIST):
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'," \
+		     "or pass dataset.data_dir=DIR holding the four IDX files"; exit 1; \
+	fi
+
+demo: install data  ## BN vs no-BN on Fashion-MNIST, then the comparison table
+	$(BNBENCH) run
+
+test: install data  ## every test, the slow ones on real Fashion-MNIST included
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:  ## outputs and caches; keeps results/reference and the venv
+	find results -mindepth 1 -maxdepth 1 ! -name reference -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache outputs multirun

@@ -1,0 +1,93 @@
+"""Datasets: IDX files found where promised, clear errors otherwise, splits as documented."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bnbench import data
+from bnbench.config import DatasetConfig
+from bnbench.data import DatasetNotFound, load_splits, read_idx
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion_mnist(directory: Path, n_train: int = 2000, n_test: int = 50) -> None:
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for stem, array in arrays.items():
+        write_idx(directory / f"{stem}.gz", array)
+
+
+def test_idx_round_trip(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "x.gz", array)
+    assert np.array_equal(read_idx(tmp_path / "x.gz"), array)
+
+
+def test_truncated_idx_file_names_the_file(tmp_path):
+    write_idx(tmp_path / "x.gz", np.zeros((10, 28, 28)))
+    raw = gzip.decompress((tmp_path / "x.gz").read_bytes())[:100]
+    (tmp_path / "x.gz").write_bytes(gzip.compress(raw))
+    with pytest.raises(DatasetNotFound, match="damaged dataset file .*x.gz"):
+        read_idx(tmp_path / "x.gz")
+
+
+def test_data_dir_is_searched_first_and_splits_are_as_configured(tmp_path):
+    fake_fashion_mnist(tmp_path / "fm")
+    data._load_raw.cache_clear()
+    cfg = DatasetConfig(
+        data_dir=str(tmp_path / "fm"), val_size=500, train_subset=300, test_subset=20
+    )
+    splits = load_splits(cfg)
+    assert splits.source == str(tmp_path / "fm")
+    assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (300, 500, 20)
+    assert splits.train_x.shape[1:] == (1, 28, 28) and splits.num_classes == 10
+    # The validation split is the same whatever the training subset: no leakage into train.
+    again = load_splits(DatasetConfig(data_dir=str(tmp_path / "fm"), val_size=500))
+    assert torch.equal(again.val_x, splits.val_x)
+    assert torch.equal(again.train_x[:300], splits.train_x)
+
+
+def test_missing_fashion_mnist_names_every_place_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    data._load_raw.cache_clear()
+
+    def no_download(*args, **kwargs):
+        raise RuntimeError("network unreachable")
+
+    monkeypatch.setattr(data, "_torchvision_arrays", no_download)
+    with pytest.raises(DatasetNotFound) as info:
+        load_splits(DatasetConfig(data_dir=str(tmp_path / "mine")))
+    message = str(info.value)
+    for place in (
+        "mine",
+        "debian",
+        "torchvision download",
+        "apt-get install dataset-fashion-mnist",
+    ):
+        assert place in message
+
+
+def test_synthetic_data_is_deterministic():
+    data._load_raw.cache_clear()
+    a = load_splits(DatasetConfig(name="synthetic", val_size=64))
+    data._load_raw.cache_clear()
+    b = load_splits(DatasetConfig(name="synthetic", val_size=64))
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert a.num_classes == 4 and len(a.train_y) == 448

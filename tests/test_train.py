@@ -1,0 +1,106 @@
+"""The training loop: repeatable, records what it promises, stops diverging runs at once."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from bnbench.config import OptimConfig
+from bnbench.store import METRIC_COLUMNS, STEP_COLUMNS, run_dir
+from bnbench.train import execute, lr_schedule
+
+
+def metrics(cfg) -> pd.DataFrame:
+    return pd.read_csv(run_dir(cfg) / "metrics.csv")
+
+
+def test_a_run_writes_its_files_and_columns(results):
+    cfg = tiny_config(results)
+    assert execute(cfg) == "completed"
+    directory = run_dir(cfg)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "config.yaml",
+        "metrics.csv",
+        "steps.csv",
+        "summary.json",
+    ]
+    table = metrics(cfg)
+    assert list(table.columns) == METRIC_COLUMNS and list(table.epoch) == [1, 2]
+    assert table[["train_acc", "val_acc", "test_acc"]].stack().between(0, 1).all()
+    assert list(pd.read_csv(directory / "steps.csv").columns) == STEP_COLUMNS
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert summary["final"]["val_acc"] == table.val_acc.iloc[-1]
+    assert summary["n_train"] == 448 and summary["versions"]["torch"]
+
+
+def test_same_config_and_seed_on_cpu_gives_identical_metrics(tmp_path):
+    first, second = tiny_config(tmp_path / "a"), tiny_config(tmp_path / "b")
+    execute(first), execute(second)
+    columns = [c for c in METRIC_COLUMNS if c != "epoch_time_s"]
+    pd.testing.assert_frame_equal(
+        metrics(first)[columns], metrics(second)[columns], check_exact=True
+    )
+    third = tiny_config(tmp_path / "c", seed=1)
+    execute(third)
+    assert not metrics(first)[columns].equals(metrics(third)[columns])
+
+
+def test_a_finished_run_is_skipped(results):
+    cfg = tiny_config(results)
+    assert execute(cfg) == "completed"
+    stamp = (run_dir(cfg) / "summary.json").stat().st_mtime_ns
+    assert execute(cfg) == "skipped"
+    assert (run_dir(cfg) / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_huge_learning_rate_diverges_within_the_first_epoch(results):
+    cfg = tiny_config(results, model__norm="none", optim__lr=1e4, train__epochs=3)
+    assert execute(cfg) == "diverged"
+    summary = json.loads((run_dir(cfg) / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["epochs_completed"] == 0
+    table = metrics(cfg)
+    assert list(table.epoch) == [1] and math.isnan(table.val_acc.iloc[0])
+    steps = pd.read_csv(run_dir(cfg) / "steps.csv")
+    last = steps.train_loss.iloc[-1]
+    assert not math.isfinite(last) or last > 10 * summary["first_loss"]
+    assert steps.step.iloc[-1] < 14  # stopped inside epoch 1 (14 steps per epoch)
+
+
+def test_a_crashing_run_is_recorded_as_failed_and_rerun_next_time(results, monkeypatch):
+    cfg = tiny_config(results)
+    monkeypatch.setattr("bnbench.train.build_model", lambda *a, **k: 1 / 0)
+    assert execute(cfg) == "failed"
+    summary = json.loads((run_dir(cfg) / "summary.json").read_text())
+    assert summary["status"] == "failed" and "ZeroDivisionError" in summary["error"]
+    monkeypatch.undo()
+    assert execute(cfg) == "completed"
+
+
+def test_bn_pair_sees_the_same_data_order(results):
+    """Paired by seed: the first logged losses differ, but the step grid is identical."""
+    bn, plain = tiny_config(results), tiny_config(results, model__norm="none")
+    execute(bn), execute(plain)
+    a = pd.read_csv(run_dir(bn) / "steps.csv")
+    b = pd.read_csv(run_dir(plain) / "steps.csv")
+    assert list(a.step) == list(b.step)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, [0.1, 0.1, 0.1, 0.1]),
+        ({"schedule": "step", "step_size": 1, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05]),
+        ({"schedule": "cosine"}, [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, None]),
+        ({"warmup_epochs": 1.0}, [0.05, 0.1, 0.1, 0.1]),
+    ],
+)
+def test_lr_schedules(changes, expected):
+    lr_at = lr_schedule(OptimConfig(lr=0.1, **changes), steps_per_epoch=2, epochs=2)
+    for step, value in enumerate(expected):
+        if value is not None:
+            assert lr_at(step) == pytest.approx(value)
