@@ -1,0 +1,258 @@
+"""Aggregate: read every finished run directory into two tables, `runs` and `curves`.
+
+A run directory is `<results>/<sweep>/runs/<run_id>/` (config.yaml, metrics.csv,
+summary.json). This module reads files only, never imports torch, so it works on results
+copied from a cluster. A partial, failed or corrupt run is skipped with a warning that names
+it; the rest still loads.
+
+    runs    one row per finished run: run_id, status, every config key (dotted names),
+            final metrics, best_val_acc, best_epoch, epochs_completed, wall_time_s, chance_acc
+    curves  one row per run and epoch: run_id, the config keys that tell the runs apart,
+            the metrics.csv columns, elapsed_s (cumulative seconds) and status
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bnbench.config import NOT_IDENTITY, Config, flatten
+from bnbench.store import FINISHED, METRIC_COLUMNS, write_atomic
+
+FINAL_COLUMNS = [
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "grad_norm",
+]
+EVAL_COLUMNS = ["val_loss", "val_acc", "test_loss", "test_acc"]
+NUM_CLASSES = {"synthetic": 4}  # every other dataset (fashion_mnist, mnist, cifar10) has 10
+TOP_LEVEL_KEYS = tuple(f.name for f in fields(Config))  # config keys without a dot: seed, sweep...
+
+
+class SkippedRunWarning(UserWarning):
+    """A run directory that could not be used; the message names it and says why."""
+
+
+class CorruptRun(Exception):
+    pass
+
+
+@dataclass
+class Run:
+    directory: Path
+    config: dict  # flattened: {"model.norm": "batch", "optim.lr": 0.1, ...}
+    summary: dict
+    metrics: pd.DataFrame
+
+
+@dataclass
+class Aggregate:
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    skipped: list[tuple[Path, str]]
+    runs_csv: Path
+    curves_csv: Path
+
+
+# --- finding and reading run directories ---------------------------------------------------
+
+
+def find_run_dirs(path: str | Path) -> list[Path]:
+    """Run directories under a sweep dir, a results root with several sweeps, or a runs/ dir."""
+    path = Path(path)
+    configs = set(path.glob("**/runs/*/config.yaml"))
+    if path.name == "runs":
+        configs |= set(path.glob("*/config.yaml"))
+    return sorted(c.parent for c in configs)
+
+
+def read_run(directory: Path) -> Run:
+    """One finished run's files, checked against each other; raises CorruptRun saying why."""
+    config = _read_config(directory)
+    summary = _read_finished_summary(directory)
+    metrics = _read_metrics(directory, summary)
+    return Run(directory, config, summary, metrics)
+
+
+def _read_config(directory: Path) -> dict:
+    try:
+        tree = yaml.safe_load((directory / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise CorruptRun(f"config.yaml unreadable ({error.__class__.__name__})") from None
+    if not isinstance(tree, dict) or "model" not in tree:
+        raise CorruptRun("config.yaml is not a bnbench config")
+    # Lists (model.widths) become JSON text: hashable for groupby, and unchanged by a CSV trip.
+    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(tree).items()}
+
+
+def _read_finished_summary(directory: Path) -> dict:
+    path = directory / "summary.json"
+    if not path.exists():
+        raise CorruptRun("no summary.json (unfinished or killed run)")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise CorruptRun("summary.json unreadable") from None
+    status = summary.get("status")
+    if status not in FINISHED:
+        error = str(summary.get("error", ""))[:120]
+        raise CorruptRun(f"status {status!r}" + (f": {error}" if error else ""))
+    missing = [
+        k for k in ("run_id", "epochs_completed", "final", "wall_time_s") if k not in summary
+    ]
+    missing += [f"final.{k}" for k in FINAL_COLUMNS if k not in (summary.get("final") or {})]
+    if missing:
+        raise CorruptRun(f"summary.json lacks {', '.join(missing)}")
+    return summary
+
+
+def _read_metrics(directory: Path, summary: dict) -> pd.DataFrame:
+    """metrics.csv, refused when truncated: a completed run has one full row per evaluated
+    epoch; a diverged run has one more, without val/test columns."""
+    try:
+        metrics = pd.read_csv(directory / "metrics.csv")
+    except (OSError, ValueError) as error:
+        raise CorruptRun(f"metrics.csv unreadable ({error.__class__.__name__})") from None
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise CorruptRun(f"metrics.csv lacks columns {', '.join(missing)} (truncated?)")
+    try:
+        metrics = metrics[METRIC_COLUMNS].apply(pd.to_numeric)
+    except ValueError:
+        raise CorruptRun("metrics.csv has non-numeric values") from None
+    evaluated = int(summary["epochs_completed"])
+    expected = evaluated + (summary["status"] == "diverged")
+    if len(metrics) != expected:
+        raise CorruptRun(f"metrics.csv has {len(metrics)} rows, summary.json says {expected}")
+    if metrics["epoch"].tolist() != list(range(1, expected + 1)):
+        raise CorruptRun("metrics.csv epochs are not 1, 2, ... in order")
+    # A row cut short loses its last fields; epoch_time_s is last, val/test exist when evaluated.
+    if (
+        metrics["epoch_time_s"].isna().any()
+        or metrics[EVAL_COLUMNS][:evaluated].isna().to_numpy().any()
+    ):
+        raise CorruptRun("metrics.csv has a cut-off row (truncated)")
+    return metrics
+
+
+def scan(path: str | Path) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Every usable run under path, and (run_dir, reason) for each one skipped (warned)."""
+    runs, skipped, seen = [], [], {}
+    for directory in find_run_dirs(path):
+        try:
+            run = read_run(directory)
+            run_id = run.summary["run_id"]
+            if run_id in seen:  # the same config in two sweeps: count it once
+                raise CorruptRun(f"duplicate of {seen[run_id]} (same run id)")
+            seen[run_id] = directory
+            runs.append(run)
+        except CorruptRun as why:
+            skipped.append((directory, str(why)))
+            warnings.warn(f"skipping run {directory}: {why}", SkippedRunWarning, stacklevel=2)
+    return runs, skipped
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+def chance_accuracy(dataset: str) -> float:
+    return 1.0 / NUM_CLASSES.get(dataset, 10)
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        s = run.summary
+        row = {"run_id": s["run_id"], "status": s["status"], **run.config}
+        row |= {k: s["final"][k] for k in FINAL_COLUMNS}
+        row |= {k: s.get(k) for k in ("best_val_acc", "best_epoch", "epochs_completed")}
+        row["wall_time_s"] = s["wall_time_s"]
+        row["chance_acc"] = chance_accuracy(run.config.get("dataset.name", ""))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not rows:
+        return table
+    numeric = FINAL_COLUMNS + ["best_val_acc", "wall_time_s", "chance_acc"]
+    # None (a run diverged before any evaluation) becomes NaN; epochs stay whole numbers
+    return table.astype({c: float for c in numeric} | {"best_epoch": "Int64"})
+
+
+def curves_table(runs: list[Run], keys: list[str]) -> pd.DataFrame:
+    frames = []
+    for run in runs:
+        frame = run.metrics.copy()
+        frame["elapsed_s"] = frame["epoch_time_s"].cumsum()
+        frame["status"] = run.summary["status"]
+        ids = {"run_id": run.summary["run_id"]} | {k: run.config.get(k) for k in keys}
+        frames.append(frame.assign(**ids)[[*ids, *frame.columns]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def identity_columns(runs: pd.DataFrame) -> list[str]:
+    """Config columns that define what a run computes (seed included; paths, device not)."""
+    config = [c for c in runs.columns if "." in c or c in TOP_LEVEL_KEYS]
+    return [c for c in config if c not in NOT_IDENTITY]
+
+
+def varying_columns(runs: pd.DataFrame) -> list[str]:
+    """Identity columns, seed aside, with more than one value in the table."""
+    columns = [c for c in identity_columns(runs) if c != "seed"]
+    return [c for c in columns if runs[c].nunique(dropna=False) > 1]
+
+
+def factors(runs: pd.DataFrame) -> dict[str, list]:
+    """The swept factors besides seed and norm, each with its sorted distinct values."""
+    return {c: sorted_values(runs[c]) for c in varying_columns(runs) if c != "model.norm"}
+
+
+def sorted_values(column: pd.Series) -> list:
+    values = column.drop_duplicates().tolist()
+    return sorted(values, key=lambda v: (pd.isna(v), v if not pd.isna(v) else 0))
+
+
+def comparison_keys(runs: pd.DataFrame) -> list[str]:
+    """The config columns that tell runs apart in curves.csv: norm, seed and the factors."""
+    return ["model.norm", "seed", *factors(runs)] if len(runs) else []
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+def load_runs(path: str | Path) -> pd.DataFrame:
+    """One row per finished run under path (skipped runs are warned about)."""
+    return runs_table(scan(path)[0])
+
+
+def load_curves(path: str | Path) -> pd.DataFrame:
+    """One row per finished run and epoch under path (skipped runs are warned about)."""
+    runs, _ = scan(path)
+    return curves_table(runs, comparison_keys(runs_table(runs)))
+
+
+def output_dir(path: str | Path) -> Path:
+    """Where the aggregated files go: the sweep dir for a runs/ dir, else path itself."""
+    path = Path(path)
+    return path.parent if path.name == "runs" else path
+
+
+def aggregate(path: str | Path) -> Aggregate:
+    """Load both tables once and write runs.csv and curves.csv (atomically) into path."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"no results directory at {path}")
+    found, skipped = scan(path)
+    runs = runs_table(found)
+    curves = curves_table(found, comparison_keys(runs))
+    out = output_dir(path)
+    runs_csv, curves_csv = out / "runs.csv", out / "curves.csv"
+    write_atomic(runs_csv, runs.to_csv(index=False))
+    write_atomic(curves_csv, curves.to_csv(index=False))
+    return Aggregate(runs, curves, skipped, runs_csv, curves_csv)

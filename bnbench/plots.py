@@ -1,0 +1,483 @@
+"""Figures: which ones follow from what the sweep varied; every one compares the norms.
+
+Convergence and generalization are always drawn. Each other swept factor (a config column
+with more than one value, besides seed and model.norm) gets one figure: learning rate,
+initialization scheme and scale, batch size, dropout (a norm x rate heatmap), placement, or a
+generic sensitivity plot. When several factors vary, a factor's figure has one panel per
+combination of the others.
+
+Conventions: accuracy in %, means over seeds with 95% t-CI bands or error bars, a diverged
+run drawn as an x at chance accuracy (where stats counts it), the Okabe-Ito colour-blind-safe
+palette with one fixed colour per norm, legends outside the axes. Figures are built with
+matplotlib's object API on the Agg canvas (no pyplot state), saved as 200 dpi PNG and SVG.
+Each plot_* function returns the Figure, so tests can inspect its axes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from bnbench.aggregate import factors, sorted_values
+from bnbench.config import ACTIVATIONS, INITS, PLACEMENTS
+from bnbench.stats import best_cells, mean_ci_by, scored, summarize
+
+DPI = 200
+# Okabe & Ito (2008); a norm keeps its colour and marker in every figure.
+NORM_STYLE = {
+    "batch": ("#0072B2", "o"),  # blue
+    "none": ("#D55E00", "s"),  # vermillion
+    "group": ("#009E73", "^"),  # bluish green
+    "noisy_batch": ("#CC79A7", "D"),  # reddish purple
+}
+NORM_LABELS = {
+    "batch": "BN (batch)",
+    "none": "no norm (none)",
+    "group": "GroupNorm (group)",
+    "noisy_batch": "noisy BN (noisy_batch)",
+}
+METRIC_LABELS = {
+    "train_acc": "final train accuracy",
+    "val_acc": "final validation accuracy",
+    "test_acc": "final test accuracy",
+}
+# factor -> (file name, title, x-axis label)
+FACTOR_FIGURES = {
+    "optim.lr": ("lr_sensitivity", "Learning-rate sensitivity", "learning rate (log scale)"),
+    "model.init": ("init_sensitivity", "Initialization sensitivity: scheme", "initialization"),
+    "model.init_scale": (
+        "init_scale_sensitivity",
+        "Initialization sensitivity: scale",
+        "init scale: sigma for normal, gain multiplier otherwise (log scale)",
+    ),
+    "train.batch_size": ("batch_size", "Batch size", "batch size (log2 scale)"),
+    "model.dropout": ("dropout", "Dropout x normalization", "dropout rate in the conv blocks"),
+    "model.placement": (
+        "placement",
+        "Placement: norm before (pre) or after (post) the activation",
+        "placement",
+    ),
+}
+LOG_BASE = {"optim.lr": 10, "model.init_scale": 10, "train.batch_size": 2}
+# categorical factors read best in their natural order, not alphabetically
+CATEGORY_ORDER = {
+    "model.placement": PLACEMENTS,
+    "model.init": INITS,
+    "model.activation": ACTIVATIONS,
+}
+
+
+@dataclass
+class FigureFile:
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def norm_color(norm: str) -> str:
+    return NORM_STYLE.get(norm, ("#000000", "v"))[0]
+
+
+def norm_marker(norm: str) -> str:
+    return NORM_STYLE.get(norm, ("#000000", "v"))[1]
+
+
+def norm_label(norm: str) -> str:
+    return NORM_LABELS.get(norm, norm)
+
+
+def norms_in(runs: pd.DataFrame) -> list[str]:
+    """The norms present, BN first, in the fixed order of NORM_STYLE."""
+    present = set(runs["model.norm"])
+    return [n for n in NORM_STYLE if n in present] + sorted(present - set(NORM_STYLE))
+
+
+def fmt_value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def short(column: str) -> str:
+    return column.rsplit(".", 1)[-1]
+
+
+def cell_label(columns: list[str], key) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{short(c)}={fmt_value(v)}" for c, v in zip(columns, key, strict=True))
+
+
+def is_numeric(values: list) -> bool:
+    """Numbers only (no bools, nothing missing): drawn on a continuous axis."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return len(numbers) == len(values) and not any(math.isnan(v) for v in numbers)
+
+
+def panels(runs: pd.DataFrame, factor: str | None) -> list[tuple[str, pd.DataFrame]]:
+    """One (title, runs) per combination of the swept factors other than `factor`."""
+    others = [c for c in factors(runs) if c != factor]
+    if not others:
+        return [("", runs)]
+    groups = runs.groupby(others, dropna=False, sort=True)
+    return [(cell_label(others, key), group) for key, group in groups]
+
+
+def grid(n: int, width: float = 4.4, height: float = 3.4) -> tuple[Figure, list[Axes]]:
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    size = (max(7.0, width * ncols), height * nrows + 0.8)  # room for title and legend
+    fig = Figure(figsize=size, layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def norm_handles(norms: list[str]) -> list[Line2D]:
+    return [
+        Line2D([], [], color=norm_color(n), marker=norm_marker(n), label=norm_label(n))
+        for n in norms
+    ]
+
+
+def outside_legend(fig: Figure, handles: list, diverged: bool, chance: bool = True) -> None:
+    """One legend for the figure, below the axes, so it never covers data."""
+    if diverged:
+        handles = handles + [
+            Line2D([], [], ls="none", marker="x", color="0.2", label="diverged run (at chance)")
+        ]
+    if chance:
+        handles = handles + [Line2D([], [], ls=":", color="0.5", label="chance accuracy")]
+    ncols = min(len(handles), 3)
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize=8)
+
+
+def chance_line(ax: Axes, runs: pd.DataFrame) -> None:
+    ax.axhline(100 * runs["chance_acc"].max(), ls=":", color="0.5", lw=1, zorder=0)
+
+
+def percent(fraction: pd.Series, low: float = 0.0) -> pd.Series:
+    """A fraction in %, clipped to [low, 1]: a t-interval over few seeds can overshoot the
+    possible range (accuracy in [0, 1], a gap in [-1, 1]); drawn there it would only mislead."""
+    return 100 * fraction.clip(low, 1)
+
+
+def half_errors(mean: pd.Series, lo: pd.Series, hi: pd.Series, low: float = 0.0) -> np.ndarray:
+    """Asymmetric yerr in %, for errorbar; a single seed (no CI) draws no bar."""
+    mean, lo, hi = percent(mean, low), percent(lo, low), percent(hi, low)
+    return np.nan_to_num(np.vstack([mean - lo, hi - mean]), nan=0.0)
+
+
+def any_diverged(runs: pd.DataFrame) -> bool:
+    return bool(runs["status"].eq("diverged").any())
+
+
+def ordered_values(runs: pd.DataFrame, factor: str) -> list:
+    """A factor's values: numbers ascending, known categories in their natural order."""
+    values = sorted_values(runs[factor])
+    order = CATEGORY_ORDER.get(factor, ())
+    return sorted(values, key=lambda v: order.index(v) if v in order else len(order))
+
+
+# --- convergence ---------------------------------------------------------------------------
+
+
+def plot_convergence(runs: pd.DataFrame, curves: pd.DataFrame) -> Figure:
+    """Train loss and val accuracy vs epoch (top) and vs wall-clock seconds (bottom), each
+    norm at its best configuration by mean validation accuracy."""
+    fig = Figure(figsize=(10, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    facs = list(factors(runs))
+    curves = curves.merge(runs[["run_id", "chance_acc"]], on="run_id", how="left")
+    handles = []
+    for _, best in best_cells(runs).iterrows():
+        norm = best["model.norm"]
+        chosen = runs["model.norm"].eq(norm)
+        for f in facs:
+            chosen &= runs[f].map(fmt_value).eq(fmt_value(best[f]))
+        label = norm_label(norm) + (f": {cell_label(facs, tuple(best[facs]))}" if facs else "")
+        handles.append(
+            Line2D([], [], color=norm_color(norm), marker=norm_marker(norm), label=label)
+        )
+        _convergence_lines(axes, curves[curves["run_id"].isin(runs.loc[chosen, "run_id"])], norm)
+    for row, x_label in enumerate(["epoch", "wall-clock time (s, cumulative train + eval)"]):
+        axes[row, 0].set(xlabel=x_label, ylabel="train loss (cross-entropy)")
+        axes[row, 1].set(xlabel=x_label, ylabel="validation accuracy (%)")
+        chance_line(axes[row, 1], runs)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("Convergence: each norm at its best configuration\nmean over seeds, 95% CI")
+    outside_legend(fig, handles, any_diverged(runs))
+    return fig
+
+
+def _convergence_lines(axes: np.ndarray, curves: pd.DataFrame, norm: str) -> None:
+    color, marker = norm_color(norm), norm_marker(norm)
+    # The epoch a run diverged in has no validation and a runaway loss: drawn as an x instead.
+    blown = curves["status"].eq("diverged") & curves["val_acc"].isna()
+    curves = curves.assign(train_loss=curves["train_loss"].mask(blown))
+    per_epoch = mean_ci_by(curves, ["epoch"], ["train_loss", "val_acc", "elapsed_s"]).reset_index()
+    ends = curves[blown]
+    for row, x in enumerate([per_epoch["epoch"], per_epoch["elapsed_s_mean"]]):
+        x_end = ends["epoch"] if row == 0 else ends["elapsed_s"]
+        loss_ax, acc_ax = axes[row]
+        loss_ax.plot(x, per_epoch["train_loss_mean"], color=color, marker=marker, ms=3)
+        lo, hi = per_epoch["train_loss_lo"].clip(lower=0), per_epoch["train_loss_hi"]
+        loss_ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+        acc_ax.plot(x, percent(per_epoch["val_acc_mean"]), color=color, marker=marker, ms=3)
+        lo, hi = percent(per_epoch["val_acc_lo"]), percent(per_epoch["val_acc_hi"])
+        acc_ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+        # a diverged run: x at chance accuracy, and along the top edge of the loss panel
+        acc_ax.scatter(x_end, percent(ends["chance_acc"]), marker="x", color=color, s=40)
+        top = loss_ax.get_xaxis_transform()
+        loss_ax.scatter(x_end, np.full(len(ends), 0.97), marker="x", color=color, transform=top)
+        # points placed in axes coordinates do not widen the x range by themselves
+        loss_ax.dataLim.update_from_data_x(np.asarray(x_end, dtype=float), ignore=False)
+        loss_ax.autoscale_view()
+
+
+# --- generalization ------------------------------------------------------------------------
+
+
+def plot_generalization(runs: pd.DataFrame) -> Figure:
+    """Final train and test accuracy (left) and their gap (right) per configuration."""
+    facs = list(factors(runs))
+    table = summarize(
+        runs.assign(gap=runs["train_acc"] - runs["test_acc"]),
+        ["train_acc", "test_acc", "gap"],
+        by=["model.norm", *facs],
+    )
+    rows = table[facs].itertuples(index=False)
+    table["cell"] = [cell_label(facs, tuple(r)) if facs else "all runs" for r in rows]
+    labels = list(table.sort_values(facs)["cell"].unique()) if facs else ["all runs"]
+    table["x"] = table["cell"].map({label: i for i, label in enumerate(labels)})
+
+    fig = Figure(figsize=(max(9.0, 1.1 * len(labels) + 6), 4.8), layout="constrained")
+    acc_ax, gap_ax = fig.subplots(1, 2)
+    norms = norms_in(runs)
+    for k, norm in enumerate(norms):
+        t = table[table["model.norm"].eq(norm)]
+        x = t["x"] + (k - (len(norms) - 1) / 2) * 0.7 / len(norms)
+        color, marker = norm_color(norm), norm_marker(norm)
+        # train just left of test, so neither hides the other
+        for metric, face, shift in [("train_acc", "white", -0.06), ("test_acc", color, 0.06)]:
+            mean, lo, hi = t[f"{metric}_mean"], t[f"{metric}_lo"], t[f"{metric}_hi"]
+            err = half_errors(mean, lo, hi)
+            acc_ax.errorbar(
+                x + shift, percent(mean), yerr=err, fmt=marker, color=color, mfc=face, capsize=3
+            )
+        err = half_errors(t["gap_mean"], t["gap_lo"], t["gap_hi"], low=-1)
+        gap_ax.errorbar(x, percent(t["gap_mean"], -1), yerr=err, fmt=marker, color=color, capsize=3)
+    for ax in (acc_ax, gap_ax):
+        tilt = {"rotation": 30, "ha": "right"} if len(labels) > 3 else {}
+        ax.set_xticks(range(len(labels)), labels, **tilt)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_xlabel("configuration")
+    acc_ax.set_ylabel("final accuracy (%)")
+    acc_ax.set_title("train (hollow) and test (filled)", fontsize=9)
+    chance_line(acc_ax, runs)
+    gap_ax.set_ylabel("train - test accuracy (percentage points)")
+    gap_ax.set_title("generalization gap (diverged runs have none)", fontsize=9)
+    gap_ax.axhline(0, color="0.5", lw=0.8)
+    fig.suptitle("Generalization per configuration\nmean over seeds, 95% CI")
+    handles = norm_handles(norms) + [
+        Line2D([], [], ls="none", marker="o", mfc="white", color="0.3", label="train accuracy"),
+        Line2D([], [], ls="none", marker="o", color="0.3", label="test accuracy"),
+    ]
+    outside_legend(fig, handles, diverged=False)
+    return fig
+
+
+# --- one swept factor ----------------------------------------------------------------------
+
+
+def plot_factor(runs: pd.DataFrame, factor: str, metric: str = "val_acc") -> Figure:
+    """`metric` against one swept factor, one line (numeric factor) or one set of points
+    (categorical factor) per norm; a panel per combination of the other factors."""
+    _, title, x_label = factor_figure(factor)
+    values = ordered_values(runs, factor)
+    cells = panels(runs, factor)
+    fig, axes = grid(len(cells))
+    for ax, (cell, sub) in zip(axes, cells, strict=True):
+        if is_numeric(values):
+            _factor_lines(ax, sub, factor, metric, values)
+        else:
+            _factor_points(ax, sub, factor, metric, values)
+        chance_line(ax, sub)
+        ax.set(title=cell, xlabel=x_label, ylabel=f"{METRIC_LABELS[metric]} (%)")
+        ax.title.set_fontsize(9)
+    fig.suptitle(f"{title}\nmean over seeds, 95% CI")
+    outside_legend(fig, norm_handles(norms_in(runs)), any_diverged(runs))
+    return fig
+
+
+def factor_figure(factor: str) -> tuple[str, str, str]:
+    """(file name, title, x label) for a factor; a generic one for factors without their own."""
+    generic = (f"factor_{factor.replace('.', '_')}", f"Sensitivity to {factor}", factor)
+    return FACTOR_FIGURES.get(factor, generic)
+
+
+def _factor_lines(ax: Axes, runs: pd.DataFrame, factor: str, metric: str, values: list) -> None:
+    """One line per norm (hollow markers, so a diverged run's x shows through), CI band."""
+    table = summarize(runs, [metric], by=["model.norm", factor])
+    for norm in norms_in(runs):
+        t = table[table["model.norm"].eq(norm)].sort_values(factor)
+        color, marker = norm_color(norm), norm_marker(norm)
+        mean = percent(t[f"{metric}_mean"])
+        ax.plot(t[factor], mean, color=color, marker=marker, mfc="white", label=norm_label(norm))
+        lo, hi = percent(t[f"{metric}_lo"]), percent(t[f"{metric}_hi"])
+        ax.fill_between(t[factor], lo, hi, color=color, alpha=0.2, lw=0)
+        down = runs[runs["model.norm"].eq(norm) & runs["status"].eq("diverged")]
+        ax.scatter(down[factor], percent(down["chance_acc"]), marker="x", color=color, zorder=3)
+    base = LOG_BASE.get(factor)
+    if base is None and min(values) > 0 and max(values) / min(values) >= 100:
+        base = 10
+    if base is not None:
+        ax.set_xscale("log", base=base)
+    if base == 2:  # powers of two read better as plain numbers at each swept value
+        ax.set_xticks(values, [fmt_value(v) for v in values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _factor_points(ax: Axes, runs: pd.DataFrame, factor: str, metric: str, values: list) -> None:
+    """Categories on x; each seed a hollow point, the mean with its CI a filled one."""
+    labels = [fmt_value(v) for v in values]
+    position = {label: i for i, label in enumerate(labels)}
+    norms = norms_in(runs)
+    jitter = np.random.default_rng(0)  # fixed, so the figure is reproducible
+    for k, norm in enumerate(norms):
+        sub = runs[runs["model.norm"].eq(norm)]
+        offset = (k - (len(norms) - 1) / 2) * 0.7 / len(norms)
+        x = sub[factor].map(fmt_value).map(position) + offset
+        y = percent(scored(sub, metric))
+        down = sub["status"].eq("diverged")
+        color, marker = norm_color(norm), norm_marker(norm)
+        x_seed = x[~down] + jitter.uniform(-0.05, 0.05, (~down).sum())
+        ax.scatter(x_seed, y[~down], marker=marker, facecolors="none", edgecolors=color, s=18)
+        ax.scatter(x[down], y[down], marker="x", color=color, s=40, zorder=3)
+        t = summarize(sub, [metric], by=[factor])
+        x_mean = t[factor].map(fmt_value).map(position) + offset
+        mean, lo, hi = t[f"{metric}_mean"], t[f"{metric}_lo"], t[f"{metric}_hi"]
+        ax.errorbar(
+            x_mean,
+            percent(mean),
+            yerr=half_errors(mean, lo, hi),
+            fmt=marker,
+            color=color,
+            ms=7,
+            capsize=3,
+            label=norm_label(norm),
+        )
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+
+
+def plot_dropout(runs: pd.DataFrame, metric: str = "test_acc") -> Figure:
+    """A norm x dropout-rate heatmap of `metric`, mean +/- CI half-width and n in each cell."""
+    rates = sorted_values(runs["model.dropout"])
+    norms = norms_in(runs)
+    cells = panels(runs, "model.dropout")
+    fig, axes = grid(len(cells), width=1.3 * len(rates) + 1.8, height=0.9 * len(norms) + 1.6)
+    shade = Normalize(100 * scored(runs, metric).min(), 100 * scored(runs, metric).max())
+    image = None
+    for ax, (cell, sub) in zip(axes, cells, strict=True):
+        table = summarize(sub, [metric], by=["model.norm", "model.dropout"])
+        table = table.set_index(["model.norm", "model.dropout"])
+        means = np.full((len(norms), len(rates)), np.nan)
+        for (i, norm), (j, rate) in ((a, b) for a in enumerate(norms) for b in enumerate(rates)):
+            if (norm, rate) in table.index:
+                means[i, j] = 100 * table.loc[(norm, rate), f"{metric}_mean"]
+                # dark text on the bright end of viridis, white on the dark end
+                color = "black" if shade(means[i, j]) > 0.5 else "white"
+                text = _cell_text(table.loc[(norm, rate)], metric)
+                ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
+        image = ax.imshow(means, cmap="viridis", norm=shade, aspect="auto")
+        ax.set_xticks(range(len(rates)), [fmt_value(r) for r in rates])
+        ax.set_yticks(range(len(norms)), [norm_label(n) for n in norms])
+        ax.set(title=cell, xlabel="dropout rate in the conv blocks")
+        ax.title.set_fontsize(9)
+    fig.colorbar(image, ax=axes, label=f"{METRIC_LABELS[metric]} (%)")
+    fig.suptitle(f"Dropout x normalization: {METRIC_LABELS[metric]}\nmean over seeds")
+    return fig
+
+
+def _cell_text(row: pd.Series, metric: str) -> str:
+    half = 100 * (row[f"{metric}_hi"] - row[f"{metric}_mean"])
+    text = f"{100 * row[f'{metric}_mean']:.1f}"
+    text += f"\n±{half:.1f}" if not np.isnan(half) else ""
+    text += f"\nn={int(row['n'])}"
+    return text + (f", {int(row['n_diverged'])} div." if row["n_diverged"] else "")
+
+
+# --- all figures ---------------------------------------------------------------------------
+
+
+def save(fig: Figure, path: Path) -> None:
+    """Write atomically (temp file + rename); SVG without a date so reruns are identical."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    kind = path.suffix[1:]
+    metadata = {"Date": None} if kind == "svg" else None
+    fig.savefig(tmp, format=kind, dpi=DPI, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def figure_specs(runs: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[str, str, str, object]]:
+    """(name, title, caption, builder) for every figure this sweep calls for."""
+    diverged = " An x marks a diverged run, at chance accuracy." if any_diverged(runs) else ""
+    specs = [
+        (
+            "convergence",
+            "Convergence",
+            "Train loss and validation accuracy per epoch (top) and against cumulative "
+            "wall-clock seconds (bottom), mean over seeds with 95% CI bands, each norm at its "
+            "best configuration by validation accuracy." + diverged,
+            lambda: plot_convergence(runs, curves),
+        ),
+        (
+            "generalization",
+            "Generalization",
+            "Final train and test accuracy and their gap (train - test) per configuration, "
+            "mean over seeds with 95% CI; diverged runs count at chance and have no gap.",
+            lambda: plot_generalization(runs),
+        ),
+    ]
+    for factor in factors(runs):
+        name, title, _ = factor_figure(factor)
+        if factor == "model.dropout":
+            caption = "Test accuracy for each norm and dropout rate; cells give mean, 95% CI "
+            caption += "half-width and n; diverged runs count at chance."
+            specs.append((name, title, caption, lambda: plot_dropout(runs)))
+            continue
+        caption = f"Final validation accuracy against {factor} for each norm, mean over seeds "
+        numeric = is_numeric(sorted_values(runs[factor]))
+        caption += "with 95% CI" + ("." if numeric else "; each seed a hollow point.")
+        specs.append((name, title, caption + diverged, lambda f=factor: plot_factor(runs, f)))
+    return specs
+
+
+def make_figures(runs: pd.DataFrame, curves: pd.DataFrame, directory: Path) -> list[FigureFile]:
+    """Draw and save every figure the sweep calls for into directory (PNG and SVG)."""
+    files = []
+    for name, title, caption, build in figure_specs(runs, curves):
+        fig = build()
+        png, svg = directory / f"{name}.png", directory / f"{name}.svg"
+        save(fig, png)
+        save(fig, svg)
+        files.append(FigureFile(name, title, caption, png, svg))
+    return files

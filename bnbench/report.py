@@ -1,0 +1,372 @@
+"""Report: from the run files alone to runs.csv, curves.csv, figures, REPORT.md and report.html.
+
+    build_report(results_dir) -> ReportResult
+
+reads every finished run under results_dir (a sweep, a results root or a runs/ dir),
+skipping and naming the broken ones, and writes into it:
+
+    runs.csv, curves.csv      the aggregated tables (bnbench.aggregate)
+    figures/*.png, *.svg      every figure the sweep calls for (bnbench.plots)
+    REPORT.md                 what was swept, n per cell, the summary and paired-effect tables
+    report.html               the same, self-contained (figures embedded as base64 PNG)
+
+The report is assembled once as a list of blocks (heading, paragraph, list, table, figure)
+and rendered twice, to Markdown and to HTML. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bnbench.aggregate import aggregate, factors, output_dir
+from bnbench.plots import FigureFile, fmt_value, make_figures, norm_label, norms_in
+from bnbench.stats import BOOTSTRAP_MIN_N, effects, holm, summarize
+from bnbench.store import write_atomic
+
+CONTROL = "none"  # the no-normalization arm every other norm is paired against
+# Settings worth stating when they are the same for every run.
+KEY_SETTINGS = [
+    "dataset.name",
+    "dataset.train_subset",
+    "train.epochs",
+    "train.batch_size",
+    "optim.name",
+    "optim.lr",
+    "optim.schedule",
+    "model.widths",
+    "model.depth",
+    "model.activation",
+    "model.placement",
+    "model.init",
+    "model.dropout",
+]
+
+
+class NoRunsError(ValueError):
+    """Nothing to report: no results directory, or no finished run in it."""
+
+
+@dataclass
+class ReportResult:
+    results_dir: Path
+    report_md: Path
+    report_html: Path
+    runs_csv: Path
+    curves_csv: Path
+    figures: list[Path]  # PNG and SVG of each figure
+    n_runs: int  # finished runs read
+    skipped: list[tuple[Path, str]]  # (run_dir, reason)
+    headline: str  # plain-text headline table
+
+    @property
+    def written(self) -> list[Path]:
+        return [self.runs_csv, self.curves_csv, *self.figures, self.report_md, self.report_html]
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+
+# --- numbers as text -----------------------------------------------------------------------
+
+
+def fmt_acc(mean: float, lo: float, hi: float) -> str:
+    """A mean accuracy and its symmetric t-CI in %: '87.3 ± 1.2' (just '87.3' for one seed)."""
+    if np.isnan(mean):
+        return "-"
+    return f"{100 * mean:.1f}" + (f" ± {100 * (hi - mean):.1f}" if not np.isnan(hi) else "")
+
+
+def fmt_diff(mean: float, lo: float, hi: float) -> str:
+    """A mean difference in percentage points with its CI: '+2.1 [+0.5, +3.7]'."""
+    if np.isnan(mean):
+        return "-"
+    text = f"{100 * mean:+.1f}"
+    return text + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if not np.isnan(lo) else "")
+
+
+def fmt_p(p: float) -> str:
+    if np.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+def headline_table(runs: pd.DataFrame) -> Table:
+    """Val and test accuracy per norm, pooled over the sweep: mean ± 95% CI, n, diverged."""
+    table = summarize(runs, ["val_acc", "test_acc"], by=["model.norm"])
+    out = Table(["norm", "n", "diverged", "val acc (%)", "test acc (%)"])
+    for norm in norms_in(runs):
+        r = table[table["model.norm"].eq(norm)].iloc[0]
+        out.rows.append(
+            [
+                norm_label(norm),
+                str(r["n"]),
+                str(r["n_diverged"]),
+                fmt_acc(r["val_acc_mean"], r["val_acc_lo"], r["val_acc_hi"]),
+                fmt_acc(r["test_acc_mean"], r["test_acc_lo"], r["test_acc_hi"]),
+            ]
+        )
+    return out
+
+
+def summary_table(runs: pd.DataFrame) -> Table:
+    """One row per configuration (norm x swept factors)."""
+    facs = list(factors(runs))
+    metrics = ["val_acc", "test_acc", "gap"]
+    gap = runs["train_acc"] - runs["test_acc"]
+    table = summarize(runs.assign(gap=gap), metrics, by=["model.norm", *facs])
+    columns = ["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)", "train - test (pts)"]
+    out = Table(columns)
+    for norm in norms_in(runs):
+        for _, r in table[table["model.norm"].eq(norm)].iterrows():
+            cells = [fmt_acc(r[f"{m}_mean"], r[f"{m}_lo"], r[f"{m}_hi"]) for m in metrics]
+            config = [fmt_value(r[f]) for f in facs]
+            out.rows.append([norm, *config, str(r["n"]), str(r["n_diverged"]), *cells])
+    return out
+
+
+def effect_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every other norm paired against no-norm by seed, Holm-adjusted across the whole table."""
+    arms = [n for n in norms_in(runs) if n != CONTROL]
+    if CONTROL not in set(runs["model.norm"]) or not arms:
+        return pd.DataFrame()
+    frames = [effects(runs, ("val_acc", "test_acc"), "model.norm", arm, CONTROL) for arm in arms]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    table["p_holm"] = holm(table["p"])
+    return table
+
+
+def effect_table(runs: pd.DataFrame, frame: pd.DataFrame) -> Table:
+    facs = list(factors(runs))
+    columns = ["comparison", *facs, "metric", "n pairs", "difference (pts) [95% CI]"]
+    out = Table([*columns, "CI method", "p", "p (Holm)", "diverged (arm / none)"])
+    for _, r in frame.iterrows():
+        out.rows.append(
+            [
+                r["comparison"],
+                *(fmt_value(r[f]) for f in facs),
+                r["metric"],
+                str(r["n"]),
+                fmt_diff(r["mean"], r["lo"], r["hi"]),
+                r["method"],
+                fmt_p(r["p"]),
+                fmt_p(r["p_holm"]),
+                f"{r['n_diverged_treatment']} / {r['n_diverged_control']}",
+            ]
+        )
+    return out
+
+
+def text_table(table: Table) -> str:
+    """A plain-text table with aligned columns, for the terminal."""
+    widths = [
+        max(len(row[i]) for row in [table.columns, *table.rows]) for i in range(len(table.columns))
+    ]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [table.columns, *table.rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --- the report as blocks ------------------------------------------------------------------
+
+
+def swept_items(runs: pd.DataFrame, skipped: list) -> list[str]:
+    counts = runs["status"].value_counts()
+    per_cell = runs.groupby(["model.norm", *factors(runs)], dropna=False).size()
+    n_cell = (
+        f"{per_cell.min()}"
+        if per_cell.min() == per_cell.max()
+        else f"{per_cell.min()}-{per_cell.max()}"
+    )
+    items = [
+        f"runs: {len(runs)} finished ({counts.get('completed', 0)} completed, "
+        f"{counts.get('diverged', 0)} diverged), {len(skipped)} skipped",
+        "norms: " + ", ".join(norms_in(runs)),
+        *(
+            f"{f}: " + ", ".join(fmt_value(v) for v in values)
+            for f, values in factors(runs).items()
+        ),
+        "seeds: "
+        + ", ".join(str(s) for s in sorted(runs["seed"].unique()))
+        + f" (n = {n_cell} runs per configuration)",
+    ]
+    fixed = [k for k in KEY_SETTINGS if k in runs and runs[k].nunique(dropna=False) == 1]
+    if fixed:
+        items.append("fixed: " + ", ".join(f"{k}={fmt_value(runs[k].iloc[0])}" for k in fixed))
+    chance = ", ".join(f"{100 * c:.0f}%" for c in sorted(runs["chance_acc"].unique()))
+    items.append(f"chance accuracy: {chance}")
+    return items
+
+
+def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, name: str) -> list:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    blocks: list = [
+        ("h1", f"bnbench report: {name}"),
+        ("p", f"Built {stamp} from the run files alone ({len(runs)} runs)."),
+        ("h2", "What was swept"),
+        ("ul", swept_items(runs, skipped)),
+        ("h2", "Headline: accuracy by norm"),
+        ("table", headline),
+        (
+            "p",
+            "Mean ± 95% t-CI over every run of each norm, pooled over the swept factors "
+            "(see the summary per configuration). A diverged run counts at chance accuracy.",
+        ),
+        ("h2", "Summary per configuration"),
+        ("table", summary_table(runs)),
+        (
+            "p",
+            "Final accuracies in %, mean ± half-width of the 95% t-interval over seeds "
+            "(none shown for a single seed); n runs, of which 'diverged' diverged and count "
+            "at chance accuracy. The train - test gap leaves diverged runs out.",
+        ),
+        ("h2", f"Paired effect: each norm - {CONTROL}"),
+    ]
+    frame = effect_frame(runs)
+    if frame.empty:
+        blocks.append(
+            (
+                "p",
+                f"No pairs: the sweep has no {CONTROL!r} runs matching another norm "
+                "in every other setting and seed.",
+            )
+        )
+    else:
+        blocks += [
+            ("table", effect_table(runs, frame)),
+            (
+                "p",
+                "Differences in accuracy points between runs that share every setting and "
+                "the seed (so the same data order) and differ only in model.norm. CI: "
+                f"t-interval; a percentile bootstrap (10,000 resamples) instead when n >= "
+                f"{BOOTSTRAP_MIN_N} and the differences are skewed. p: two-sided test of "
+                "zero mean difference; Holm-adjusted across every row of this table.",
+            ),
+        ]
+    blocks.append(("h2", "Figures"))
+    blocks += [("figure", f) for f in figures]
+    if skipped:
+        blocks += [
+            ("h2", "Skipped runs"),
+            ("ul", [f"{path}: {reason}" for path, reason in skipped]),
+        ]
+    return blocks
+
+
+def to_markdown(blocks: list, root: Path) -> str:
+    parts = []
+    for kind, content in blocks:
+        if kind == "h1":
+            parts.append(f"# {content}")
+        elif kind == "h2":
+            parts.append(f"## {content}")
+        elif kind == "p":
+            parts.append(content)
+        elif kind == "ul":
+            parts.append("\n".join(f"- {item}" for item in content))
+        elif kind == "table":
+            rows = [content.columns, ["---"] * len(content.columns), *content.rows]
+            parts.append("\n".join("| " + " | ".join(r) + " |" for r in rows))
+        elif kind == "figure":
+            png, svg = content.png.relative_to(root), content.svg.relative_to(root)
+            parts.append(
+                f"### {content.title}\n\n![{content.title}]({png.as_posix()})\n\n"
+                f"{content.caption} ([SVG]({svg.as_posix()}))"
+            )
+    return "\n\n".join(parts) + "\n"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f2f2f2; }
+figure { margin: 2em 0; } figure img { max-width: 100%; }
+figcaption { font-size: 0.9em; color: #444; }
+"""
+
+
+def to_html(blocks: list) -> str:
+    esc = html.escape
+    parts = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "p"):
+            parts.append(f"<{kind}>{esc(content)}</{kind}>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in content) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{esc(c)}</th>" for c in content.columns)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                for row in content.rows
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "figure":
+            data = base64.b64encode(content.png.read_bytes()).decode("ascii")
+            parts.append(
+                f"<figure><h3>{esc(content.title)}</h3>"
+                f'<img alt="{esc(content.title)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{esc(content.caption)}</figcaption></figure>"
+            )
+    title = esc(blocks[0][1])
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+def build_report(results_dir: str | Path) -> ReportResult:
+    """Aggregate, draw and write the report for every finished run under results_dir."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise NoRunsError(f"no results directory at {results_dir}")
+    agg = aggregate(results_dir)
+    if agg.runs.empty:
+        why = f" ({len(agg.skipped)} skipped as unfinished or corrupt)" if agg.skipped else ""
+        raise NoRunsError(f"no finished runs under {results_dir}{why}")
+    out = output_dir(results_dir)
+    figures = make_figures(agg.runs, agg.curves, out / "figures")
+    headline = headline_table(agg.runs)
+    blocks = report_blocks(agg.runs, agg.skipped, figures, headline, out.resolve().name)
+    report_md, report_html = out / "REPORT.md", out / "report.html"
+    write_atomic(report_md, to_markdown(blocks, out))
+    write_atomic(report_html, to_html(blocks))
+    return ReportResult(
+        results_dir=out,
+        report_md=report_md,
+        report_html=report_html,
+        runs_csv=agg.runs_csv,
+        curves_csv=agg.curves_csv,
+        figures=[p for f in figures for p in (f.png, f.svg)],
+        n_runs=len(agg.runs),
+        skipped=agg.skipped,
+        headline=text_table(headline),
+    )
+
+
+def headline_text(result: ReportResult) -> str:
+    """The headline comparison as a short plain-text table, for the CLI to print."""
+    note = "mean ± 95% CI over runs, pooled over the sweep; diverged runs count at chance"
+    return f"{result.headline}\n({note})"

@@ -1,0 +1,212 @@
+"""Statistics over seeds: means with 95% CIs, paired BN - no-BN differences, Holm correction.
+
+Pure functions on arrays and DataFrames (the `runs` table of bnbench.aggregate), so the
+report and the claim verdicts share one implementation.
+
+Rules, stated once:
+- A diverged run is a result, not missing data: its accuracies (final and best) count at
+  chance (1/num_classes, the run's `chance_acc`), and every table says how many diverged
+  (`n_diverged`). Its losses are undefined, so loss means skip it (n_diverged still shows it).
+- CI of a mean over seeds: Student t-interval, mean +/- t(0.975, n-1) * sd / sqrt(n).
+- CI of a mean paired difference: the t-interval, except when n >= 10 and the differences
+  are skewed (|sample skewness| > 1, as when a few seeds diverge): then a percentile
+  bootstrap (10,000 resamples, fixed rng seed). Below 10 pairs the percentile bootstrap
+  undercovers badly (with 3 pairs it has only 10 distinct resample means), so small n keeps
+  the t-interval. The p-value follows the method: one-sample t-test, or the bootstrap
+  p-value that matches the percentile interval (CI excludes 0 about when p < 0.05).
+- Holm's step-down correction across every comparison in a table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from bnbench.aggregate import factors, identity_columns, varying_columns
+
+CONFIDENCE = 0.95
+BOOTSTRAP_MIN_N = 10  # below this, the t-interval is the honest choice
+SKEW_LIMIT = 1.0
+N_RESAMPLES = 10_000
+RNG_SEED = 0
+ACCURACY_METRICS = ("train_acc", "val_acc", "test_acc", "best_val_acc")
+
+
+# --- one sample ----------------------------------------------------------------------------
+
+
+def t_half_width(sd, n, confidence: float = CONFIDENCE):
+    """Half the t-interval's width; NaN where n < 2. Works on scalars and arrays."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dof = np.where(n > 1, n - 1, np.nan)
+        return sps.t.ppf(0.5 + confidence / 2, dof) * np.asarray(sd, dtype=float) / np.sqrt(n)
+
+
+def _clean(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return values[~np.isnan(values)]
+
+
+def ci_mean(values, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) with the t-interval; NaNs dropped; lo = hi = NaN when n < 2."""
+    x = _clean(values)
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan, 0
+    mean = float(x.mean())
+    half = float(t_half_width(x.std(ddof=1) if len(x) > 1 else np.nan, len(x), confidence))
+    return mean, mean - half, mean + half, len(x)
+
+
+def _bootstrap_means(x: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
+
+
+def bootstrap_ci(
+    values, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = RNG_SEED
+) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) with the percentile bootstrap; deterministic for a given seed."""
+    x = _clean(values)
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan, 0
+    means = _bootstrap_means(x, n_resamples, seed)
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    return float(x.mean()), float(lo), float(hi), len(x)
+
+
+def bootstrap_pvalue(values, n_resamples: int = N_RESAMPLES, seed: int = RNG_SEED) -> float:
+    """Two-sided p for mean = 0 by inverting the percentile interval (same resamples)."""
+    x = _clean(values)
+    if len(x) == 0:
+        return np.nan
+    means = _bootstrap_means(x, n_resamples, seed)
+    tail = min((means <= 0).sum(), (means >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (n_resamples + 1)))
+
+
+def ttest_pvalue(values) -> float:
+    """Two-sided one-sample t-test of mean = 0; a zero-spread sample is decided exactly."""
+    x = _clean(values)
+    if len(x) < 2:
+        return np.nan
+    if np.ptp(x) == 0:
+        return 1.0 if x[0] == 0 else 0.0
+    return float(sps.ttest_1samp(x, 0.0).pvalue)
+
+
+def mean_difference(diffs, confidence: float = CONFIDENCE) -> dict:
+    """Mean paired difference with CI and p; the method follows the rule in the docstring."""
+    x = _clean(diffs)
+    skewed = len(x) >= 3 and np.ptp(x) > 0 and abs(sps.skew(x)) > SKEW_LIMIT
+    if len(x) >= BOOTSTRAP_MIN_N and skewed:
+        mean, lo, hi, n = bootstrap_ci(x, confidence)
+        return dict(mean=mean, lo=lo, hi=hi, n=n, p=bootstrap_pvalue(x), method="bootstrap")
+    mean, lo, hi, n = ci_mean(x, confidence)
+    return dict(mean=mean, lo=lo, hi=hi, n=n, p=ttest_pvalue(x), method="t")
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-adjusted p-values in the input order; NaNs stay NaN and do not count."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    steps = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    return adjusted
+
+
+# --- tables of runs ------------------------------------------------------------------------
+
+
+def scored(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """The metric per run, with diverged runs at chance accuracy (NaN for their losses)."""
+    values = runs[metric].astype(float)
+    diverged = runs["status"].eq("diverged")
+    if metric in ACCURACY_METRICS:
+        return values.mask(diverged, runs["chance_acc"])
+    return values.mask(diverged)
+
+
+def mean_ci_by(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Per group of `by`: <col>_mean, <col>_lo, <col>_hi, <col>_n (t-interval), NaN ignored."""
+    grouped = frame.groupby(by, dropna=False, sort=True)[columns]
+    mean, sd, n = grouped.mean(), grouped.std(), grouped.count()
+    half = pd.DataFrame(t_half_width(sd, n), index=mean.index, columns=columns)
+    parts = {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
+    out = pd.concat([p.add_suffix(f"_{name}") for name, p in parts.items()], axis=1)
+    return out[[f"{c}_{name}" for c in columns for name in parts]]
+
+
+def summarize(runs: pd.DataFrame, metrics=("val_acc", "test_acc"), by=None) -> pd.DataFrame:
+    """Mean and 95% CI over seeds per configuration (norm and swept factors by default),
+    with n runs and n_diverged; diverged runs count at chance accuracy."""
+    by = list(by) if by is not None else ["model.norm", *factors(runs)]
+    scores = runs[by].assign(**{m: scored(runs, m) for m in metrics})
+    scores["diverged"] = runs["status"].eq("diverged")
+    grouped = scores.groupby(by, dropna=False, sort=True)
+    counts = pd.DataFrame({"n": grouped.size(), "n_diverged": grouped["diverged"].sum()})
+    return counts.join(mean_ci_by(scores, by, list(metrics))).reset_index()
+
+
+def paired_differences(
+    runs: pd.DataFrame,
+    metric: str,
+    factor: str = "model.norm",
+    treatment: str = "batch",
+    control: str = "none",
+) -> pd.DataFrame:
+    """treatment - control per matched pair: runs that share every config key but `factor`,
+    seed included. Columns: the pairing keys, treatment, control, diff, and each side's
+    run_id and status. Unmatched runs have no row."""
+    keys = [c for c in identity_columns(runs) if c != factor]
+    values = runs[keys].assign(value=scored(runs, metric), run_id=runs["run_id"])
+    values["status"] = runs["status"]
+    arm_t = values[runs[factor].eq(treatment)]
+    arm_c = values[runs[factor].eq(control)]
+    pairs = arm_t.merge(arm_c, on=keys, suffixes=("_treatment", "_control"))
+    pairs = pairs.rename(columns={"value_treatment": "treatment", "value_control": "control"})
+    pairs["diff"] = pairs["treatment"] - pairs["control"]
+    return pairs
+
+
+def effects(
+    runs: pd.DataFrame,
+    metrics=("val_acc", "test_acc"),
+    factor: str = "model.norm",
+    treatment: str = "batch",
+    control: str = "none",
+) -> pd.DataFrame:
+    """The paired effect per cell of the other swept factors: mean diff, CI, n, p, method,
+    diverged counts per arm; `p_holm` is Holm-adjusted across every row of the table."""
+    cells = [c for c in varying_columns(runs) if c != factor]
+    rows = []
+    for metric in metrics:
+        pairs = paired_differences(runs, metric, factor, treatment, control)
+        groups = pairs.groupby(cells, dropna=False, sort=True) if cells else [((), pairs)]
+        for key, group in groups:
+            if group.empty:
+                continue
+            key = key if isinstance(key, tuple) else (key,)
+            row = dict(zip(cells, key, strict=True))
+            row |= {"comparison": f"{treatment} - {control}", "metric": metric}
+            row |= mean_difference(group["diff"])
+            row["n_diverged_treatment"] = int(group["status_treatment"].eq("diverged").sum())
+            row["n_diverged_control"] = int(group["status_control"].eq("diverged").sum())
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = holm(table["p"])
+    return table
+
+
+def best_cells(runs: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """Per norm, the summary row of its configuration with the highest mean `metric`
+    (choose on validation accuracy, never on test)."""
+    table = summarize(runs, [metric])
+    best = table.groupby("model.norm", sort=True)[f"{metric}_mean"].idxmax()
+    return table.loc[best].reset_index(drop=True)

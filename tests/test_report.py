@@ -1,0 +1,209 @@
+"""Aggregate, figures and report over a results dir made by a few tiny real runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnbench.aggregate import SkippedRunWarning, find_run_dirs, load_curves, load_runs
+from bnbench.config import Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from bnbench.plots import figure_specs, norm_label, plot_dropout, plot_factor
+from bnbench.report import NoRunsError, build_report, headline_text
+from bnbench.stats import summarize
+
+EPOCHS = 2
+
+
+def tiny(results: Path, norm: str, lr: float, seed: int) -> Config:
+    return Config(
+        dataset=DatasetConfig(name="synthetic", val_size=64),
+        model=ModelConfig(norm=norm, widths=[8, 16]),
+        optim=OptimConfig(lr=lr),
+        train=TrainConfig(epochs=EPOCHS, batch_size=32),
+        seed=seed,
+        sweep="t",
+        results_dir=str(results),
+        threads=1,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """norm {batch, none} x lr {0.01, 0.1} x seed {0, 1}: 8 real runs, about a second each."""
+    from bnbench.train import execute
+
+    results = tmp_path_factory.mktemp("results")
+    for norm in ("batch", "none"):
+        for lr in (0.01, 0.1):
+            for seed in (0, 1):
+                assert execute(tiny(results, norm, lr, seed)) == "completed"
+    return results / "t"
+
+
+@pytest.fixture
+def copy(sweep: Path, tmp_path: Path) -> Path:
+    """A private copy of the sweep, free to corrupt."""
+    return Path(shutil.copytree(sweep, tmp_path / "t"))
+
+
+def test_report_writes_tables_figures_and_both_reports(copy: Path):
+    result = build_report(copy)
+    assert (result.n_runs, result.skipped) == (8, [])
+    runs, curves = pd.read_csv(copy / "runs.csv"), pd.read_csv(copy / "curves.csv")
+    assert len(runs) == 8 and len(curves) == 8 * EPOCHS
+    for name in ("convergence", "generalization", "lr_sensitivity"):
+        for suffix in ("png", "svg"):
+            assert (copy / "figures" / f"{name}.{suffix}").stat().st_size > 0
+    assert not (copy / "figures" / "dropout.png").exists()  # dropout was not swept
+    assert set(result.written) >= {copy / "REPORT.md", copy / "report.html"}
+
+    markdown = (copy / "REPORT.md").read_text()
+    for text in ("optim.lr: 0.01, 0.1", "Summary per configuration", "batch - none", "p (Holm)"):
+        assert text in markdown
+    assert "figures/lr_sensitivity.png" in markdown
+    page = (copy / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and 'src="figures/' not in page
+
+    headline = headline_text(result)
+    assert norm_label("batch") in headline and norm_label("none") in headline
+    assert "val acc (%)" in headline
+
+
+def test_corrupt_and_unfinished_runs_are_skipped_by_name(copy: Path):
+    truncated, unfinished = find_run_dirs(copy)[:2]
+    text = (truncated / "metrics.csv").read_text()
+    (truncated / "metrics.csv").write_text(text[: len(text) - 25])  # cut inside the last row
+    (unfinished / "summary.json").unlink()
+
+    with pytest.warns(SkippedRunWarning) as caught:
+        result = build_report(copy)
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(truncated) in messages and str(unfinished) in messages
+    assert result.n_runs == 6
+    assert {path for path, _ in result.skipped} == {truncated, unfinished}
+    assert len(pd.read_csv(copy / "runs.csv")) == 6
+    assert (copy / "figures" / "lr_sensitivity.png").exists()
+    markdown = (copy / "REPORT.md").read_text()
+    assert (
+        "Skipped runs" in markdown and truncated.name in markdown and "no summary.json" in markdown
+    )
+
+
+def test_load_runs_and_curves_from_runs_dir_sweep_or_root(sweep: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkippedRunWarning)
+        from_runs = load_runs(sweep / "runs")
+        from_root = load_runs(sweep.parent)
+    assert len(from_runs) == len(from_root) == 8
+    for column in ("run_id", "model.norm", "optim.lr", "train.batch_size", "seed", "status"):
+        assert column in from_runs
+    for column in ("val_acc", "test_acc", "grad_norm", "best_val_acc", "wall_time_s"):
+        assert from_runs[column].notna().all()
+    assert from_runs["model.widths"].unique().tolist() == ["[8, 16]"]
+
+    curves = load_curves(sweep)
+    assert {"run_id", "model.norm", "optim.lr", "seed", "epoch", "elapsed_s", "status"} <= set(
+        curves.columns
+    )
+    for _, run in curves.groupby("run_id"):
+        assert run["epoch"].tolist() == list(range(1, EPOCHS + 1))
+        np.testing.assert_allclose(run["elapsed_s"], run["epoch_time_s"].cumsum())
+
+
+def test_lr_figure_has_log_axis_and_one_line_per_norm(sweep: Path):
+    fig = plot_factor(load_runs(sweep), "optim.lr")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labelled = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert labelled == [norm_label("batch"), norm_label("none")]
+    assert "%" in ax.get_ylabel() and "learning rate" in ax.get_xlabel()
+    assert fig.get_suptitle()
+
+
+def test_diverged_run_is_reported_at_chance(tmp_path: Path):
+    from bnbench.train import execute
+
+    assert execute(tiny(tmp_path, "none", 50.0, 0)) == "diverged"
+    assert execute(tiny(tmp_path, "batch", 0.05, 0)) == "completed"
+    runs = load_runs(tmp_path)
+    down = runs[runs["status"].eq("diverged")].iloc[0]
+    assert np.isnan(down["val_acc"]) and down["chance_acc"] == 0.25  # synthetic: 4 classes
+    table = summarize(runs, ["val_acc"], by=["model.norm"]).set_index("model.norm")
+    assert table.loc["none", "val_acc_mean"] == 0.25 and table.loc["none", "n_diverged"] == 1
+
+    result = build_report(tmp_path / "t")
+    assert result.n_runs == 2
+    assert "| none | 50 | 1 | 1 | 25.0 |" in (tmp_path / "t" / "REPORT.md").read_text()
+
+
+def fake_runs(**grid) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A runs and curves table with the given factors swept, without training anything."""
+    index = pd.MultiIndex.from_product(
+        [["batch", "none"], *grid.values(), [0, 1, 2]], names=["model.norm", *grid, "seed"]
+    )
+    runs = index.to_frame(index=False)
+    rng = np.random.default_rng(0)
+    runs["run_id"] = [f"r{i}" for i in range(len(runs))]
+    runs["status"] = "completed"
+    runs["chance_acc"] = 0.1
+    for column in ("train_acc", "val_acc", "test_acc"):
+        runs[column] = rng.uniform(0.5, 0.9, len(runs))
+    curves = runs[["run_id", "model.norm", "seed", "status"]].merge(
+        pd.DataFrame({"epoch": [1, 2]}), how="cross"
+    )
+    curves["train_loss"] = 1.0 / curves["epoch"]
+    curves["val_acc"] = 0.4 * curves["epoch"]
+    curves["elapsed_s"] = 1.5 * curves["epoch"]
+    return runs, curves
+
+
+@pytest.mark.parametrize(
+    "factor, values, figure",
+    [
+        ("model.dropout", [0.0, 0.2, 0.5], "dropout"),
+        ("train.batch_size", [16, 64, 256], "batch_size"),
+        ("model.placement", ["pre", "post"], "placement"),
+        ("model.init_scale", [0.01, 1.0], "init_scale_sensitivity"),
+    ],
+)
+def test_one_figure_per_swept_factor(factor, values, figure):
+    runs, curves = fake_runs(**{factor: values})
+    names = [spec[0] for spec in figure_specs(runs, curves)]
+    assert names == ["convergence", "generalization", figure]
+    fig = figure_specs(runs, curves)[2][3]()  # draw it
+    assert fig.get_suptitle()
+
+
+def test_dropout_heatmap_writes_values_in_cells():
+    runs, _ = fake_runs(**{"model.dropout": [0.0, 0.2, 0.5]})
+    ax = plot_dropout(runs).axes[0]
+    assert len(ax.texts) == 2 * 3  # norm x dropout rate
+    mean = 100 * runs[runs["model.norm"].eq("batch") & runs["model.dropout"].eq(0.2)]["test_acc"]
+    assert any(t.get_text().startswith(f"{mean.mean():.1f}") for t in ax.texts)
+
+
+def test_batch_size_axis_is_log2():
+    runs, _ = fake_runs(**{"train.batch_size": [16, 64, 256]})
+    ax = plot_factor(runs, "train.batch_size").axes[0]
+    assert ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
+
+
+def test_no_runs_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(NoRunsError, match="no results directory"):
+        build_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoRunsError, match="no finished runs"):
+        build_report(tmp_path / "empty")
+
+
+def test_reporting_never_imports_torch():
+    code = "import sys, bnbench.report; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
