@@ -180,5 +180,37 @@ def data(
     )
 
 
+@app.command(
+    help=(
+        "Rebuild runs.csv, curves.csv, every figure, REPORT.md and report.html from the run "
+        "files alone (no training). RESULTS_DIR: a sweep directory (results/default), a "
+        "results root holding several sweeps, or a copy brought back from a cluster.\n\n"
+        "Example: bnbench report results/default"
+    )
+)
+def report(results_dir: str = typer.Argument("results/default")) -> None:
+    import warnings
+
+    from bnbench.aggregate import SkippedRunWarning
+    from bnbench.report import NoRunsError, build_report, headline_text
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedRunWarning)  # listed below, once each
+        try:
+            result = build_report(results_dir)
+        except NoRunsError as error:
+            fail(str(error), code=1)
+    for run, reason in result.skipped:
+        err_console.print(f"warning: skipped {run}: {reason}", markup=False, highlight=False)
+    console.print(
+        f"read {result.n_runs} run(s), skipped {len(result.skipped)}; "
+        f"{len(result.figures) // 2} figure(s)\nreport: {result.report_md}\n"
+        f"        {result.report_html}",
+        markup=False,
+        highlight=False,
+    )
+    console.print(headline_text(result), markup=False, highlight=False)
+
+
 if __name__ == "__main__":
     app()

@@ -52,6 +52,7 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared on clusters
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
