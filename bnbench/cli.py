@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from bnbench.config import ConfigError, identity, register_configs, to_config
+from bnbench.config import DEVICES, NORMS, ConfigError, identity, register_configs, to_config
 from bnbench.plan import CONF_DIR, PlannedRun, expand
 from bnbench.store import read_summary, run_dir
 
@@ -210,6 +210,67 @@ def report(results_dir: str = typer.Argument("results/default")) -> None:
         highlight=False,
     )
     console.print(headline_text(result), markup=False, highlight=False)
+
+
+@app.command(
+    help=(
+        "Training throughput of the runner's loop against a plain PyTorch loop "
+        "(torchvision Dataset + DataLoader, same model, optimizer and batch size), "
+        "alternated in one process after a warm-up. Prints images/s, GFLOP/s, the ratio "
+        "runner / reference per round and the fraction of the measured fp32 matmul rate; "
+        "writes bench.csv and bench.json.\n\n"
+        "Example: bnbench bench --norm batch --rounds 7"
+    )
+)
+def bench(
+    batch_size: int = typer.Option(128, min=1),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    threads: int = typer.Option(None, min=1, help="torch threads (default: every core)"),
+    norm: list[str] = typer.Option(["batch", "none"], help="repeat to bench several norms"),
+    channels_last: bool = typer.Option(True, help="runner in channels_last memory format"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the runner's model"),
+    rounds: int = typer.Option(5, min=1),
+    steps: int = typer.Option(30, min=1, help="training steps per timed measurement"),
+    out: str = typer.Option("results/bench", help="directory for bench.csv and bench.json"),
+) -> None:
+    from benchmarks.bench import BenchOptions, run_bench
+
+    for value in norm:
+        if value not in NORMS:
+            fail(f"invalid --norm={value!r}: allowed: {' | '.join(NORMS)}")
+    if device not in DEVICES:
+        fail(f"invalid --device={device!r}: allowed: {' | '.join(DEVICES)}")
+    opts = BenchOptions(
+        batch_size, device, threads, norm, channels_last, compile, rounds, steps, out
+    )
+    summary = run_bench(opts, log=lambda line: console.print(line, markup=False))
+    table = Table(title=f"bnbench bench: {summary['device']}, {summary['threads']} threads")
+    for column in [
+        "norm",
+        "runner img/s",
+        "reference img/s",
+        "ratio (median)",
+        "GFLOP/s",
+        "% of matmul",
+        "compile s",
+    ]:
+        table.add_column(column, justify="right")
+    for value in norm:
+        s = summary[value]
+        spread = s["runner_images_per_s"]
+        table.add_row(
+            value,
+            f"{spread['median']:.0f} [{spread['min']:.0f}-{spread['max']:.0f}]",
+            f"{s['reference_images_per_s']['median']:.0f}",
+            f"{s['ratio_median']:.2f}x",
+            f"{s['runner_gflops']:.1f}",
+            f"{s['fraction_of_matmul']:.0%}",
+            f"{s['compile_s']:.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"matmul (fp32 GEMM {summary['matmul_gflops']:.1f} GFLOP/s); wrote {out}/bench.json"
+    )
 
 
 if __name__ == "__main__":

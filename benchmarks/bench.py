@@ -1,0 +1,294 @@
+"""`bnbench bench`: the runner's own training loop against a plain PyTorch loop, in one process.
+
+Both loops train the same CNN with the same optimizer and batch size on Fashion-MNIST.
+The reference is the loop of the PyTorch tutorials: torchvision's FashionMNIST dataset
+with ToTensor/Normalize, DataLoader(shuffle=True), contiguous tensors. The two alternate
+for several rounds after a warm-up, so drift in the machine's speed hits both alike, and
+each round also times an fp32 GEMM, the machine's dense-matmul rate, for scale.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from bnbench.config import Config, DatasetConfig, ModelConfig, TrainConfig
+from bnbench.data import (
+    DEFAULT_DOWNLOAD_DIR,
+    IDX_FILES,
+    NORMALIZATION,
+    find_fashion_mnist,
+    load_splits,
+)
+from bnbench.model import build_model
+from bnbench.train import Progress, lr_schedule, make_optimizer, resolve_device, train_epoch
+
+GEMM_SIZE = 1024
+
+
+@dataclass
+class BenchOptions:
+    batch_size: int = 128
+    device: str = "cpu"
+    threads: int | None = None  # default: every core
+    norms: list[str] = field(default_factory=lambda: ["batch", "none"])
+    channels_last: bool = True
+    compile: bool = False
+    rounds: int = 5
+    steps: int = 30  # training steps per timed measurement
+    out_dir: str = "results/bench"
+
+
+def run_bench(opts: BenchOptions, log=print) -> dict:
+    """Time both loops round by round; write bench.csv and bench.json; return the summary."""
+    from bnbench.train import available_cores
+
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(opts.threads or available_cores())
+    device = resolve_device(opts.device)
+    rows, compile_s, flops_per_image = [], {}, {}
+    for norm in opts.norms:
+        runner = RunnerLoop(opts, norm, device)
+        reference = ReferenceLoop(opts, norm, device)
+        flops_per_image[norm] = training_flops(reference.model, opts.batch_size, device)
+        compile_s[norm] = runner.warm_up()
+        reference.warm_up()
+        for round_ in range(1, opts.rounds + 1):
+            gemm = gemm_gflops(device)
+            for loop_name, loop in (("runner", runner), ("reference", reference)):
+                images_per_s = loop.time_steps()
+                rows.append(
+                    {
+                        "round": round_,
+                        "norm": norm,
+                        "loop": loop_name,
+                        "images_per_s": images_per_s,
+                        "gflops": images_per_s * flops_per_image[norm] / 1e9,
+                        "matmul_gflops": gemm,
+                    }
+                )
+            log(_round_line(rows[-2], rows[-1]))
+    summary = summarize(rows, opts, device, compile_s, flops_per_image)
+    write_outputs(Path(opts.out_dir), rows, summary)
+    return summary
+
+
+def _round_line(runner: dict, reference: dict) -> str:
+    return (
+        f"{runner['norm']:>6} round {runner['round']}: runner {runner['images_per_s']:7.0f} img/s, "
+        f"reference {reference['images_per_s']:7.0f} img/s, "
+        f"ratio {runner['images_per_s'] / reference['images_per_s']:.2f}x, "
+        f"matmul {runner['matmul_gflops']:.1f} GFLOP/s"
+    )
+
+
+class RunnerLoop:
+    """bnbench.train.train_epoch itself, on tensors already on the device."""
+
+    def __init__(self, opts: BenchOptions, norm: str, device: torch.device):
+        self.cfg = Config(
+            dataset=DatasetConfig(train_subset=opts.steps * opts.batch_size, val_size=0),
+            model=ModelConfig(norm=norm),
+            train=TrainConfig(batch_size=opts.batch_size, channels_last=opts.channels_last),
+            progress=False,
+        )
+        self.splits = load_splits(self.cfg.dataset).to(device)
+        torch.manual_seed(0)
+        self.model = build_model(self.cfg.model, 1, 10, seed=0).to(device)
+        if opts.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.cfg.optim, self.model, device)
+        self.forward_model = torch.compile(self.model) if opts.compile else self.model
+        self.steps, self.batch = opts.steps, opts.batch_size
+        self.order = torch.Generator().manual_seed(0)
+        self.epoch = 0
+
+    def warm_up(self) -> float:
+        """One untimed pass; returns its extra cost over a timed pass (compile time)."""
+        start = time.perf_counter()
+        self.time_steps()
+        first = time.perf_counter() - start
+        return max(0.0, first - self.steps * self.batch / self.time_steps())
+
+    def time_steps(self) -> float:
+        self.epoch += 1
+        perm = torch.randperm(len(self.splits.train_y), generator=self.order)
+        perm = perm.to(self.splits.train_x.device)
+        lr_at = lr_schedule(self.cfg.optim, self.steps, 10**6)
+        _sync(self.splits.train_x.device)
+        start = time.perf_counter()
+        train_epoch(
+            self.cfg,
+            self.forward_model,
+            self.optimizer,
+            self.splits,
+            perm,
+            self.epoch,
+            self.steps,
+            lr_at,
+            None,
+            Progress(self.cfg, self.steps),
+        )
+        _sync(self.splits.train_x.device)
+        return self.steps * self.batch / (time.perf_counter() - start)
+
+
+def reference_dataset(root: Path):
+    """torchvision's FashionMNIST with the usual ToTensor + Normalize transforms."""
+    from torchvision import datasets, transforms
+
+    mean, std = NORMALIZATION["fashion_mnist"]
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    return datasets.FashionMNIST(str(root), train=True, transform=transform)
+
+
+class ReferenceLoop:
+    """The tutorial loop: Dataset + transforms + DataLoader(shuffle=True), eager, contiguous."""
+
+    def __init__(self, opts: BenchOptions, norm: str, device: torch.device):
+        dataset = reference_dataset(torchvision_root())
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=opts.batch_size, shuffle=True, drop_last=True
+        )
+        self.batches = iter(self.loader)
+        torch.manual_seed(0)
+        self.model = build_model(ModelConfig(norm=norm), 1, 10, seed=0).to(device)
+        cfg = Config().optim
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        self.device, self.steps, self.batch = device, opts.steps, opts.batch_size
+
+    def warm_up(self) -> None:
+        self.time_steps()
+
+    def next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def time_steps(self) -> float:
+        self.model.train()
+        running_loss = 0.0
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(self.steps):
+            x, y = self.next_batch()
+            x, y = x.to(self.device), y.to(self.device)
+            self.optimizer.zero_grad()
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+            running_loss += loss.item()
+        _sync(self.device)
+        return self.steps * self.batch / (time.perf_counter() - start)
+
+
+def torchvision_root(data_dir: str | None = None, root: Path | None = None) -> Path:
+    """A torchvision-layout copy (FashionMNIST/raw/, uncompressed) of the IDX files found."""
+    source = find_fashion_mnist(data_dir)
+    if source is None:
+        raise FileNotFoundError("Fashion-MNIST not found: `make data` (dataset-fashion-mnist)")
+    root = root or DEFAULT_DOWNLOAD_DIR / "torchvision"
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for stem in IDX_FILES.values():
+        target = raw / stem
+        if target.exists():
+            continue
+        gz = source / f"{stem}.gz"
+        with gzip.open(gz) if gz.exists() else open(source / stem, "rb") as src:
+            with open(target.with_suffix(".tmp"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        target.with_suffix(".tmp").replace(target)
+    return root
+
+
+def training_flops(model: torch.nn.Module, batch: int, device: torch.device) -> float:
+    """FLOPs of one forward + backward per image, as torch's FlopCounterMode counts them."""
+    x = torch.randn(batch, 1, 28, 28, device=device)
+    y = torch.zeros(batch, dtype=torch.int64, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
+
+
+def gemm_gflops(device: torch.device, repeats: int = 5) -> float:
+    """Best-of-N fp32 square GEMM rate: the dense-matmul ceiling of this device now."""
+    a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
+    b = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * GEMM_SIZE**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def summarize(rows, opts, device, compile_s, flops_per_image) -> dict:
+    summary = {"options": asdict(opts), "device": _device_name(device)}
+    summary["threads"] = torch.get_num_threads()
+    summary["torch"] = torch.__version__
+    matmul = max(r["matmul_gflops"] for r in rows)
+    summary["matmul_gflops"] = matmul
+    for norm in opts.norms:
+        mine = [r for r in rows if r["norm"] == norm and r["loop"] == "runner"]
+        ref = [r for r in rows if r["norm"] == norm and r["loop"] == "reference"]
+        ratios = [a["images_per_s"] / b["images_per_s"] for a, b in zip(mine, ref, strict=True)]
+        runner_gflops = statistics.median(r["gflops"] for r in mine)
+        summary[norm] = {
+            "runner_images_per_s": _spread([r["images_per_s"] for r in mine]),
+            "reference_images_per_s": _spread([r["images_per_s"] for r in ref]),
+            "ratio_per_round": ratios,
+            "ratio_median": statistics.median(ratios),
+            "flops_per_image": flops_per_image[norm],
+            "runner_gflops": runner_gflops,
+            "fraction_of_matmul": runner_gflops / matmul,
+            "compile_s": compile_s[norm],
+        }
+    return summary
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.machine()
+    from bnbench.train import available_cores
+
+    return f"cpu: {model}, {available_cores()} cores"
+
+
+def write_outputs(directory: Path, rows: list[dict], summary: dict) -> None:
+    from bnbench.store import write_atomic, write_csv
+
+    write_csv(directory / "bench.csv", list(rows[0]), rows)
+    write_atomic(directory / "bench.json", json.dumps(summary, indent=2) + "\n")

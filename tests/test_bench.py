@@ -1,0 +1,58 @@
+"""The benchmark compares like with like: same data, same model, same loss on the same batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import bnbench
+from test_data import fake_fashion_mnist
+
+from benchmarks.bench import reference_dataset, torchvision_root, training_flops
+from bnbench import data
+from bnbench.config import ModelConfig
+from bnbench.model import build_model
+
+
+def test_reference_and_runner_give_the_same_loss_on_the_same_first_batch(tmp_path):
+    fake_fashion_mnist(tmp_path / "fm", n_train=64)
+    reference = reference_dataset(torchvision_root(str(tmp_path / "fm"), tmp_path / "tv"))
+    data._load_raw.cache_clear()
+    runner_x, runner_y, *_ = data._load_raw("fashion_mnist", str(tmp_path / "fm"), 0, 0, 0)
+
+    batch = [reference[i] for i in range(16)]
+    ref_x = torch.stack([x for x, _ in batch])
+    ref_y = torch.tensor([y for _, y in batch])
+    assert torch.equal(ref_y, runner_y[:16])
+    torch.testing.assert_close(ref_x, runner_x[:16])
+
+    model = build_model(ModelConfig(norm="batch"), 1, 10, seed=0)
+    ref_loss = F.cross_entropy(model(ref_x), ref_y)
+    fast = model.to(memory_format=torch.channels_last)
+    runner_loss = F.cross_entropy(
+        fast(runner_x[:16].contiguous(memory_format=torch.channels_last)), runner_y[:16]
+    )
+    torch.testing.assert_close(runner_loss, ref_loss)
+
+
+def test_training_flops_match_a_hand_count_for_one_conv():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1, bias=False), torch.nn.Flatten())
+    # forward: 2 FLOPs per multiply-add; backward of a first layer: the weight gradient only
+    # (the input needs no gradient), as much again.
+    per_image = training_flops(model, batch=2, device=torch.device("cpu"))
+    assert per_image == 2 * (2 * 28 * 28 * 4 * 9)
+
+
+@pytest.mark.slow
+def test_bench_command_writes_its_figures(tmp_path):
+    if data.find_fashion_mnist(None) is None:
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    args = ["bench", "--rounds", "1", "--steps", "2", "--norm", "batch", "--out", str(tmp_path)]
+    out = bnbench(*args, cwd=tmp_path)
+    assert "ratio" in out.stdout and "% of matmul" in out.stdout
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    assert summary["batch"]["ratio_median"] > 0 and summary["matmul_gflops"] > 0
+    assert 0 < summary["batch"]["fraction_of_matmul"]
+    assert (tmp_path / "bench.csv").read_text().startswith("round,norm,loop,images_per_s")
