@@ -95,12 +95,27 @@ class TrainConfig:
     diverge_factor: float = 10.0  # loss above this multiple of its first value = diverged
 
 
+PROBES = ("ics", "percentiles", "layer_stats", "one_step", "test_time", "variance_shift")
+
+
+@dataclass
+class ProbeConfig:
+    """Measurements beyond the loss curve, written to probes.csv (see bnbench/probes.py)."""
+
+    names: list[str] = field(default_factory=list)  # any of PROBES; empty = no probes
+    every: int = 50  # steps between in-training probes (ics, percentiles, layer_stats)
+    batch_size: int = 256  # the fixed probe batch, the first examples of the training split
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 3.0])
+    test_batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 8, 32, 256])
+
+
 @dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
     sweep: str = "default"  # results/<sweep>/
     results_dir: str = "results"
@@ -195,6 +210,12 @@ def validate(cfg: Config) -> None:
         g = m.ghost_batch_size
         if g < 1 or t.batch_size % g:
             _refuse("model.ghost_batch_size", g, f"must divide train.batch_size={t.batch_size}")
+    for name in cfg.probes.names:
+        _check_choice("probes.names", name, PROBES)
+    if cfg.probes.every < 1:
+        _refuse("probes.every", cfg.probes.every, "must be >= 1")
+    if not 1 <= cfg.probes.batch_size <= n_train:
+        _refuse("probes.batch_size", cfg.probes.batch_size, f"must be in [1, {n_train}]")
     if cfg.threads is not None and cfg.threads < 1:
         _refuse("threads", cfg.threads, "must be >= 1 (or null for automatic)")
 
