@@ -33,6 +33,7 @@ METRIC_COLUMNS = [
     "epoch_time_s",
 ]
 STEP_COLUMNS = ["step", "epoch", "train_loss", "lr"]
+PROBE_COLUMNS = ["step", "probe", "layer", "value"]  # long format; see bnbench/probes.py
 
 
 def sweep_dir(cfg: Config) -> Path:

@@ -28,6 +28,7 @@ from bnbench.data import Splits, load_splits
 from bnbench.model import build_model
 from bnbench.store import (
     METRIC_COLUMNS,
+    PROBE_COLUMNS,
     STEP_COLUMNS,
     is_finished,
     run_dir,
@@ -77,6 +78,12 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
     lr_at = lr_schedule(cfg.optim, steps_per_epoch, epochs)
     order = torch.Generator().manual_seed(cfg.seed)  # same data order for BN and no-BN
     progress = Progress(cfg, steps_per_epoch)
+    probe_rows: list[dict] = []
+    probe = probe_hook(cfg, model, splits, probe_rows)
+
+    def on_step(step: int, lr: float) -> None:
+        probe(step, lr)
+        progress.step()
 
     metric_rows, step_rows, status, first_loss = [], [], "completed", None
     for epoch in range(1, epochs + 1):
@@ -93,7 +100,7 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
                 steps_per_epoch,
                 lr_at,
                 first_loss,
-                progress,
+                on_step,
             )
         except Diverged as why:
             status, (epoch_stats, epoch_steps, first_loss) = "diverged", why.args
@@ -108,10 +115,17 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
         metric_rows.append(row)
         write_csv(directory / "metrics.csv", METRIC_COLUMNS, metric_rows)
         write_csv(directory / "steps.csv", STEP_COLUMNS, step_rows)
+        if cfg.probes.names:
+            write_csv(directory / "probes.csv", PROBE_COLUMNS, probe_rows)
         progress.epoch_done(row, status)
         if status == "diverged":
             break
     progress.close()
+    if cfg.probes.names and status == "completed":
+        from bnbench.probes import final_probes
+
+        probe_rows += final_probes(cfg.probes, model, splits, step=epochs * steps_per_epoch)
+        write_csv(directory / "probes.csv", PROBE_COLUMNS, probe_rows)
 
     summary = base_summary(cfg) | finish_summary(metric_rows, status, first_loss, splits)
     summary |= {"device": str(device), "threads": torch.get_num_threads()}
@@ -121,7 +135,7 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
 
 
 def train_epoch(
-    cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, progress
+    cfg, model, optimizer, splits, perm, epoch, steps_per_epoch, lr_at, first_loss, on_step
 ):
     """One pass over the training set; raises Diverged(stats, step_rows, first_loss) on blow-up."""
     model.train()
@@ -141,6 +155,7 @@ def train_epoch(
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        on_step(step, lr)  # probes see the parameters before this step's update
         idx = perm[i * batch : (i + 1) * batch]
         x, y = splits.train_x[idx], splits.train_y[idx]
         if channels_last:
@@ -169,9 +184,25 @@ def train_epoch(
                 ]
                 stats = _train_stats(loss_sum, correct, grad_norm_sum, i + 1, batch, lr)
                 raise Diverged(stats, step_rows, first_loss)
-        progress.step()
     stats = _train_stats(loss_sum, correct, grad_norm_sum, steps_per_epoch, batch, lr_at(step))
     return stats, _step_rows(pending_logs), first_loss
+
+
+def probe_hook(cfg: Config, model: nn.Module, splits: Splits, rows: list[dict]):
+    """(step, lr) -> None: runs the in-training probes on a fixed batch every probes.every steps."""
+    if not cfg.probes.names:
+        return lambda step, lr: None
+    from bnbench.probes import step_probes
+
+    x, y = splits.train_x[: cfg.probes.batch_size], splits.train_y[: cfg.probes.batch_size]
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def probe(step: int, lr: float) -> None:
+        if step % cfg.probes.every == 0:
+            rows.extend(step_probes(cfg.probes, model, lr, x, y, step))
+
+    return probe
 
 
 def _train_stats(loss_sum, correct, grad_norm_sum, steps, batch, lr) -> dict:
