@@ -25,12 +25,24 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         self.ghost_size = ghost_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if not self.training or n <= self.ghost_size or n % self.ghost_size:
+        n, g = x.shape[0], self.ghost_size
+        if not self.training or n <= g or n % g:
             return super().forward(x)
-        return torch.cat(
-            [super(GhostBatchNorm2d, self).forward(c) for c in x.split(self.ghost_size)]
-        )
+        # All sub-batches at once: (k, g, C, H, W), statistics over each sub-batch's g, H, W.
+        chunks = x.reshape(n // g, g, *x.shape[1:])
+        mean = chunks.mean(dim=(1, 3, 4), keepdim=True)
+        var = chunks.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+        out = ((chunks - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+        if self.affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if self.track_running_stats:
+            with torch.no_grad():  # the average of the sub-batch statistics, as BN would keep
+                count = g * x.shape[2] * x.shape[3]
+                unbiased = var * count / max(1, count - 1)
+                self.running_mean.lerp_(mean.mean(0).flatten(), self.momentum)
+                self.running_var.lerp_(unbiased.mean(0).flatten(), self.momentum)
+                self.num_batches_tracked += 1
+        return out
 
 
 class NoisyBatchNorm2d(nn.BatchNorm2d):
