@@ -5,7 +5,12 @@ PY      := $(VENV)/bin/python
 BNBENCH := $(VENV)/bin/bnbench
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data demo test test-fast lint format clean
+PROFILE ?= full
+CLAIMS  := faster-convergence higher-lr init-robustness regularization covariate-shift \
+           gradient-flow small-batch test-time-stats placement dropout-interplay
+
+.PHONY: install data demo test test-fast lint format clean claims claims-quick \
+        $(addprefix claim-,$(CLAIMS)) bench bench-parallel
 
 install: $(VENV)/.installed  ## venv with bnbench (editable) and the dev tools
 
@@ -33,6 +38,24 @@ test: install data  ## every test, the slow ones on real Fashion-MNIST included
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# One claim: its sweep (finished runs are skipped, so this resumes), its report, its verdict.
+# PROFILE=quick: 3 seeds on a small subset; full (default): 5 seeds, 10 000 images.
+$(addprefix claim-,$(CLAIMS)): claim-%: install data
+	$(BNBENCH) run -m experiment=claim_$(subst -,_,$*) profile=$(PROFILE)
+	$(BNBENCH) report results/$(PROFILE)/claim_$(subst -,_,$*)
+	$(BNBENCH) claims verdict $* results/$(PROFILE) --profile $(PROFILE)
+
+claims: $(addprefix claim-,$(CLAIMS))  ## all ten, PROFILE=full unless given
+
+claims-quick:  ## all ten with the quick profile (about 15 minutes on 2 cores)
+	$(MAKE) claims PROFILE=quick
+
+bench: install data  ## training throughput vs a plain PyTorch loop
+	$(BNBENCH) bench
+
+bench-parallel: install data  ## 8 runs: sequential vs joblib workers
+	$(PY) -m benchmarks.parallel
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 import typer
@@ -34,7 +35,7 @@ DEFAULT_COMPARISON = ["model.norm=batch,none"]
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"bnbench: {message}", markup=False, highlight=False)
+    err_console.print(f"bnbench: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -271,6 +272,97 @@ def bench(
     console.print(
         f"matmul (fp32 GEMM {summary['matmul_gflops']:.1f} GFLOP/s); wrote {out}/bench.json"
     )
+
+
+claims_app = typer.Typer(
+    help=(
+        "The ten claims about batch norm: list them, show one, give its verdict from runs.\n\n"
+        "Examples:\n\n"
+        "  bnbench claims list\n\n"
+        "  bnbench claims show higher-lr\n\n"
+        "  bnbench claims verdict higher-lr results/quick"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(claims_app, name="claims")
+
+
+def _claim(name: str):
+    from bnbench.claims import UnknownClaim, get_claim
+
+    try:
+        return get_claim(name)
+    except UnknownClaim as error:
+        fail(str(error))
+
+
+@claims_app.command("list", help="Every claim: number, name, the sentence, its source.")
+def claims_list() -> None:
+    from bnbench.claims import load_claims
+
+    table = Table("#", "name", "claim (article)", "experiment")
+    for claim in load_claims().values():
+        table.add_row(
+            str(claim.number), claim.name, f"{claim.text} ({claim.source})", claim.experiment
+        )
+    console.print(table)
+
+
+@claims_app.command("show", help="A claim's sentence, source, protocol, metric and anchor.")
+def claims_show(name: str) -> None:
+    claim = _claim(name)
+    for label, value in [
+        ("claim", f"{claim.number}. {claim.name}"),
+        ("text", claim.text),
+        ("source", f"../shared/seeds/{claim.source}.txt"),
+        ("sweep", f"conf/experiment/{claim.experiment}.yaml"),
+        ("metric", claim.metric),
+        ("claimed", f"{claim.direction} (treatment - control)"),
+        ("test", claim.test),
+        ("anchor", claim.anchor),
+        ("reproduce", f"make claim-{claim.name}   (PROFILE=quick for the 3-seed version)"),
+    ]:
+        console.print(f"[bold]{label:>9}[/bold]  {value}", highlight=False)
+
+
+@claims_app.command(
+    "verdict",
+    help=(
+        "Compute the claim's verdict from the runs of its sweep under RESULTS_DIR "
+        "(default results/<profile>): the paired effect per cell with 95% CI, n and "
+        "Holm-adjusted p, then supported / contradicted / inconclusive (or incomplete)."
+    ),
+)
+def claims_verdict(
+    name: str,
+    results_dir: str = typer.Argument(None, help="results root holding claim_* sweeps"),
+    profile: str = typer.Option(None, help="quick | full (default: from RESULTS_DIR's name)"),
+) -> None:
+    from bnbench.claims import verdict
+
+    claim = _claim(name)
+    if profile is None:
+        profile = "quick" if results_dir and Path(results_dir).name == "quick" else "full"
+    if profile not in ("quick", "full"):
+        fail(f"invalid --profile={profile!r}: allowed: quick | full")
+    result = verdict(claim.name, results_dir or f"results/{profile}", profile)
+    if result.status == "incomplete":
+        console.print(result.sentence, markup=False)
+        raise typer.Exit(3)
+    table = Table(title=f"claim {claim.number}: {claim.name} ({profile} profile)")
+    for column in ["cell", "mean diff", "95% CI", "n", "p (Holm)", "verdict"]:
+        table.add_column(column)
+    for row in result.cells.itertuples():
+        table.add_row(
+            row.cell,
+            f"{row.mean:+.3g}",
+            f"[{row.lo:+.3g}, {row.hi:+.3g}]",
+            str(row.n),
+            f"{row.p_holm:.3g}",
+            row.verdict,
+        )
+    console.print(table)
+    console.print(result.sentence, markup=False)
 
 
 if __name__ == "__main__":
