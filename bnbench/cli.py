@@ -74,8 +74,27 @@ def run(
         console.print(plan_table(plan, with_results=False))
         return
     if todo:
-        check_data(todo[0])
-        launch(overrides, multirun)
+        import shlex
+
+        from bnbench.store import check_writable, sweep_dir
+        from bnbench.train import available_cores, sigterm_raises
+
+        for first in {sweep_dir(p.config): p.config for p in todo}.values():
+            try:
+                check_writable(sweep_dir(first))
+            except OSError as error:
+                reason = error.strerror or str(error)
+                fail(f"invalid results_dir={first.results_dir!r}: not writable ({reason})")
+        if "hydra/launcher=submitit_local" in overrides and todo[0].config.threads is None:
+            # submitit_local starts every job at once: share the cores instead of oversubscribing
+            overrides = [*overrides, f"threads={max(1, available_cores() // len(todo))}"]
+        try:
+            with sigterm_raises():  # SIGTERM between runs stops as cleanly as during one
+                check_data(todo[0])
+                launch(overrides, multirun)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the run in flight is marked interrupted
+            again = shlex.join(["bnbench", *sys.argv[1:]])
+            fail(f"interrupted; to resume, run the same command again: {again}", code=130)
     console.print(plan_table(plan, with_results=True))
     failed = [
         p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"

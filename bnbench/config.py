@@ -93,6 +93,7 @@ class TrainConfig:
     log_every: int = 20  # steps between rows of steps.csv
     channels_last: bool = False
     diverge_factor: float = 10.0  # loss above this multiple of its first value = diverged
+    checkpoint: bool = False  # save the state every epoch; a killed run resumes from it
 
 
 PROBES = ("ics", "percentiles", "layer_stats", "one_step", "test_time", "variance_shift")
@@ -229,7 +230,15 @@ def to_config(cfg: DictConfig | Config) -> Config:
 
 
 # Keys that say where or how a run executes, not what it computes.
-NOT_IDENTITY = ("dataset.data_dir", "sweep", "results_dir", "device", "threads", "progress")
+NOT_IDENTITY = (
+    "dataset.data_dir",
+    "sweep",
+    "results_dir",
+    "device",
+    "threads",
+    "progress",
+    "train.checkpoint",
+)
 
 
 def identity(cfg: Config) -> dict:

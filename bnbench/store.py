@@ -4,6 +4,9 @@ results/<sweep>/runs/<run_id>/ holds config.yaml, metrics.csv, steps.csv, probes
 summary.json. Every file is written whole to a temporary name and renamed into place,
 so a killed process never leaves a half-written file; a run is complete only when its
 summary.json says `completed` or `diverged`.
+
+While a process trains a run it holds the run's claim.json, created exclusively, so two
+processes working on one sweep never train the same run; see `claim_run`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -85,7 +93,7 @@ def read_summary(directory: Path) -> dict | None:
 
 
 def run_status(directory: Path) -> str:
-    """`completed`, `diverged`, `failed`, `running` (or killed), or `new` when never started."""
+    """`completed`, `diverged`, `failed`, `interrupted`, `running` (or killed), or `new`."""
     summary = read_summary(directory)
     if summary is None:
         return "running" if directory.exists() else "new"
@@ -94,3 +102,160 @@ def run_status(directory: Path) -> str:
 
 def is_finished(directory: Path) -> bool:
     return run_status(directory) in FINISHED
+
+
+def check_writable(directory: Path) -> None:
+    """Create directory and a file in it, or raise OSError saying why not (before any training)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+
+
+# --- claims: one process per run ------------------------------------------------------------
+#
+# A process claims a run by creating runs/<id>/claim.json with O_CREAT | O_EXCL, which only
+# one creator can win. It touches the file's mtime while it trains (the heartbeat) and
+# deletes it when the run ends. A claim left by a process that died is taken over: at once
+# when its pid is gone from this host, else once its heartbeat is older than STALE_AFTER_S.
+
+CLAIM_FILE = "claim.json"
+HEARTBEAT_S = 30.0  # a training process touches its claim at least this often
+STALE_AFTER_S = 600.0  # a claim untouched this long belongs to a lost process (or a hung one)
+
+
+class ClaimLost(Exception):
+    """Another process took this run's claim over (ours looked stale); it trains the run now."""
+
+
+@dataclass
+class Claim:
+    """This process's hold on one run directory."""
+
+    path: Path
+    inode: int  # tells our claim.json from a newer one with the same name
+    started_at: str
+    last_beat: float  # time.monotonic() of the last heartbeat
+
+    def beat(self, force: bool = False) -> None:
+        """Touch the claim when HEARTBEAT_S has passed; raise ClaimLost if it is no longer ours."""
+        now = time.monotonic()
+        if not force and now - self.last_beat < HEARTBEAT_S:
+            return
+        self.last_beat = now
+        if not self.held():
+            raise ClaimLost(f"{self.path} was taken over by another process")
+        os.utime(self.path)
+
+    def held(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == self.inode
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self.held():
+            self.path.unlink(missing_ok=True)
+
+
+def claim_run(directory: Path) -> Claim | None:
+    """Claim the run for this process; None while another live process holds it.
+
+    A dead or stale claim is moved aside and the exclusive create tried again, so when
+    several processes find the same stale claim, exactly one of them gets the run.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CLAIM_FILE
+    for _ in range(5):  # each retry follows a lost race; five in a row means a busy run
+        claim = _create_claim(path)
+        if claim is not None:
+            return claim
+        holder = _holder(path)
+        if holder is None:
+            continue  # released between our create and our look: try again
+        inode, live = holder
+        if live:
+            return None
+        _move_aside(path, inode)
+    return None
+
+
+def read_claim(directory: Path) -> dict:
+    """Who holds the run (host, pid, started_at), or {} when nobody or unreadable."""
+    try:
+        return json.loads((directory / CLAIM_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _create_claim(path: Path) -> Claim | None:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return None
+    started_at = datetime.now(timezone.utc).isoformat()
+    pid = os.getpid()
+    info = {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "started_at": started_at,
+    }
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+        f.flush()
+        os.fsync(f.fileno())
+        inode = os.fstat(f.fileno()).st_ino
+    return Claim(path, inode, started_at, time.monotonic())
+
+
+def _holder(path: Path) -> tuple[int, bool] | None:
+    """(inode, alive) of the current claim, or None when there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    # An empty or half-written claim is being created right now: judge it by its age alone.
+    info = read_claim(path.parent)
+    age = time.time() - stat.st_mtime
+    return stat.st_ino, age < STALE_AFTER_S and _holder_alive(info)
+
+
+def _holder_alive(info: dict) -> bool:
+    """False only when the claim's process is known to be gone: same host, dead pid."""
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        return True  # another machine: only the heartbeat can tell
+    pid = info["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    start = _process_start(pid)
+    # A pid with another start time is a new process that reused the number; a zombie is dead.
+    return start is None or start == info.get("pid_start")
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), "zombie", or None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (command) "
+    return "zombie" if fields[0] == "Z" else fields[19]
+
+
+def _move_aside(path: Path, inode: int) -> None:
+    """Rename the stale claim away; if a live one replaced it meanwhile, put that one back."""
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another process moved it first
+    if os.stat(aside).st_ino != inode:  # we moved a fresh claim: restore it unless replaced
+        try:
+            os.link(aside, path)
+        except OSError:
+            pass  # a third claim stands; the owner of the moved one sees ClaimLost and stops
+    aside.unlink()

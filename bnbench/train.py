@@ -4,6 +4,10 @@ The loop follows cifar10-airbench: the dataset is a tensor on the training devic
 is an index slice of a per-epoch permutation, metrics accumulate on the device and reach
 the host once per epoch (every step on CPU, where reading a scalar costs nothing, so a
 diverging run stops at once).
+
+Reliability: a run is claimed before it trains (store.claim_run), so concurrent sweeps
+share the work; Ctrl-C and SIGTERM leave it `interrupted` with its partial CSVs; with
+train.checkpoint=true it resumes from its last finished epoch after a kill.
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ from __future__ import annotations
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +39,11 @@ from bnbench.store import (
     METRIC_COLUMNS,
     PROBE_COLUMNS,
     STEP_COLUMNS,
+    Claim,
+    ClaimLost,
+    claim_run,
     is_finished,
+    read_claim,
     run_dir,
     write_config,
     write_csv,
@@ -38,28 +51,84 @@ from bnbench.store import (
 )
 
 EVAL_BATCH = 1000
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class Diverged(Exception):
     pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, scancel, preemption) as an exception, so it is handled like Ctrl-C."""
+
+
 def execute(cfg: Config, parallel_jobs: int = 1) -> str:
-    """Train the run unless it already finished; a crash is recorded, not raised."""
+    """Train the run unless it is finished or another process holds its claim.
+
+    Returns completed | diverged | failed | skipped (finished earlier) | claimed (another
+    process trains it). A crash is recorded, not raised, so the sweep goes on; Ctrl-C and
+    SIGTERM mark the run `interrupted` and propagate, so the sweep stops.
+    """
     directory = run_dir(cfg)
     if is_finished(directory):
         return "skipped"
+    with sigterm_raises():
+        claim = claim_run(directory)
+        if claim is None:
+            holder = read_claim(directory)
+            _log(cfg, f"skipped: claimed by {holder.get('host')} pid {holder.get('pid')}")
+            return "claimed"
+        try:
+            if is_finished(directory):  # another process finished it while we claimed
+                return "skipped"
+            return train_run(cfg, claim, parallel_jobs)["status"]
+        except ClaimLost as why:  # we looked dead to another process, which trains it now
+            _log(cfg, f"stopped: {why}")
+            return "claimed"
+        except Exception as error:  # one broken run must not end the sweep
+            extra = {"error": repr(error), "traceback": traceback.format_exc()}
+            record_unfinished(cfg, claim, "failed", extra)
+            _log(cfg, f"failed: {error!r}")
+            return "failed"
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, submitit's requeue exit
+            record_unfinished(cfg, claim, "interrupted", {})
+            _log(cfg, "interrupted; its partial files are kept, the next call trains it again")
+            raise
+        finally:
+            claim.release()
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While training, SIGTERM raises Terminated in the main thread (signals go nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        return train_run(cfg, parallel_jobs)["status"]
-    except Exception as error:  # one broken run must not end the sweep
-        summary = base_summary(cfg) | {"status": "failed", "error": repr(error)}
-        summary["traceback"] = traceback.format_exc()
-        write_json(directory / "summary.json", summary)
-        print(f"[{run_id(cfg)}] failed: {error!r}", file=sys.stderr, flush=True)
-        return "failed"
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
+def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:
+    """summary.json for a run that stopped early; the next call trains it again."""
+    if not claim.held():
+        return  # the run belongs to another process now; its files are not ours to write
+    summary = base_summary(cfg) | {"status": status, **extra}
+    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
+    write_json(run_dir(cfg) / "summary.json", summary)
+
+
+def _log(cfg: Config, message: str) -> None:
+    print(f"[{run_id(cfg)}] {message}", file=sys.stderr, flush=True)
+
+
+def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     directory = run_dir(cfg)
     (directory / "summary.json").unlink(missing_ok=True)  # a rerun starts from nothing
     write_config(directory / "config.yaml", cfg)
@@ -84,9 +153,17 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
     def on_step(step: int, lr: float) -> None:
         probe(step, lr)
         progress.step()
+        claim.beat()  # cheap: touches the file only every HEARTBEAT_S
 
     metric_rows, step_rows, status, first_loss = [], [], "completed", None
-    for epoch in range(1, epochs + 1):
+    checkpoint, done_before, wall_before = directory / CHECKPOINT_FILE, 0, 0.0
+    if cfg.train.checkpoint and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, model, optimizer, order, device)
+        metric_rows, step_rows, first_loss = saved["metrics"], saved["steps"], saved["first_loss"]
+        probe_rows.extend(saved["probes"])  # the probe hook appends to this very list
+        done_before, wall_before = saved["epoch"], saved["wall_time_s"]
+        _log(cfg, f"resuming after epoch {done_before} from {checkpoint.name}")
+    for epoch in range(done_before + 1, epochs + 1):
         t0 = time.perf_counter()
         perm = torch.randperm(len(splits.train_y), generator=order).to(device)
         try:
@@ -120,6 +197,16 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
         progress.epoch_done(row, status)
         if status == "diverged":
             break
+        if cfg.train.checkpoint and epoch < epochs:
+            state = {
+                "epoch": epoch,
+                "metrics": metric_rows,
+                "steps": step_rows,
+                "probes": probe_rows,
+                "first_loss": first_loss,
+                "wall_time_s": wall_before + time.time() - started,
+            }
+            save_checkpoint(checkpoint, state, model, optimizer, order)
     progress.close()
     if cfg.probes.names and status == "completed":
         from bnbench.probes import final_probes
@@ -129,9 +216,50 @@ def train_run(cfg: Config, parallel_jobs: int = 1) -> dict:
 
     summary = base_summary(cfg) | finish_summary(metric_rows, status, first_loss, splits)
     summary |= {"device": str(device), "threads": torch.get_num_threads()}
-    summary["wall_time_s"] = time.time() - started
+    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
+    summary |= {"resumed_after_epoch": done_before} if done_before else {}
+    summary["wall_time_s"] = wall_before + time.time() - started
+    claim.beat(force=True)  # still ours? (raises ClaimLost otherwise)
     write_json(directory / "summary.json", summary)
+    checkpoint.unlink(missing_ok=True)  # finished: a rerun skips the run, the state is no use
     return summary
+
+
+def save_checkpoint(
+    path: Path, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, order
+) -> None:
+    """Everything the next epoch depends on, written to a temporary name and renamed."""
+    state = state | {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "data_order": order.get_state(),  # the per-epoch permutations still to come
+        "torch_rng": torch.get_rng_state(),  # dropout and noisy_batch draw from it
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, order, device
+) -> dict:
+    """Restore model, optimizer and random states from save_checkpoint; return the rest."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    order.set_state(state["data_order"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"] and device.type == "cuda":
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    return state
 
 
 def train_epoch(
@@ -285,10 +413,14 @@ def setup_runtime(cfg: Config, parallel_jobs: int = 1) -> torch.device:
 
 
 def available_cores() -> int:
+    """The CPUs this process may use: its affinity mask (what SLURM's cgroup or taskset set),
+    capped by SLURM_CPUS_PER_TASK on clusters that allocate CPUs without pinning them."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
 
 
 def resolve_device(name: str) -> torch.device:
