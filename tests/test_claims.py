@@ -1,0 +1,148 @@
+"""Claim verdicts on constructed tables: clear effect, reversed, overlapping, missing runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnbench.claims import (
+    MEASURES,
+    UnknownClaim,
+    get_claim,
+    higher_lr,
+    init_robustness,
+    judge,
+    load_claims,
+    overall,
+    verdict,
+)
+from bnbench.plan import expand
+
+
+def pairs(diffs_by_cell: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [
+        {"cell": cell, "seed": s, "diff": d}
+        for cell, ds in diffs_by_cell.items()
+        for s, d in enumerate(ds)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_clear_effect_in_the_claimed_direction_is_supported():
+    cells = judge(pairs({"a": [2.1, 1.9, 2.3, 2.0, 2.2]}), "higher")
+    assert cells["verdict"].tolist() == ["supported"] and overall(cells) == "supported"
+    assert cells.loc[0, "lo"] > 0 and cells.loc[0, "n"] == 5
+
+
+def test_reversed_effect_is_contradicted():
+    cells = judge(pairs({"a": [-2.1, -1.9, -2.3, -2.0, -2.2]}), "higher")
+    assert overall(cells) == "contradicted"
+    assert overall(judge(pairs({"a": [2.1, 1.9, 2.3, 2.0, 2.2]}), "lower")) == "contradicted"
+
+
+def test_overlapping_zero_is_inconclusive():
+    cells = judge(pairs({"a": [1.0, -1.2, 0.5, -0.4, 0.2]}), "higher")
+    assert overall(cells) == "inconclusive" and cells.loc[0, "lo"] < 0 < cells.loc[0, "hi"]
+
+
+def test_mixed_cells_are_inconclusive_and_holm_adjusts_across_cells():
+    cells = judge(
+        pairs({"up": [2.0, 2.1, 1.9, 2.2, 2.05], "down": [-2.0, -2.1, -1.9, -2.2, -2.05]}), "higher"
+    )
+    assert set(cells["verdict"]) == {"supported", "contradicted"}
+    assert overall(cells) == "inconclusive"
+    assert (cells["p_holm"] >= cells["p"]).all()
+
+
+def test_a_borderline_cell_loses_significance_after_holm():
+    # p just under 0.05 alone; with a second, null cell Holm doubles the smallest p
+    borderline = [0.5, 1.5, 0.4, 1.0, 0.3]
+    alone = judge(pairs({"a": borderline}), "higher")
+    assert alone.loc[0, "p"] < 0.05 and overall(alone) == "supported"
+    with_null = judge(pairs({"a": borderline, "b": [0.5, -0.5, 0.3, -0.3, 0.0]}), "higher")
+    assert with_null.loc[0, "p_holm"] > 0.05 and overall(with_null) == "inconclusive"
+
+
+def runs_table(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    table["run_id"] = [f"r{i}" for i in range(len(table))]
+    table["chance_acc"] = 0.1
+    table["dataset.name"] = "fashion_mnist"
+    return table
+
+
+def test_higher_lr_measures_the_largest_lr_that_trains_in_decades():
+    rows = []
+    for seed in range(3):
+        for lr in (0.001, 0.01, 0.1, 1.0):
+            bn_ok, plain_ok = lr <= 1.0, lr <= 0.01
+            rows.append(
+                {
+                    "model.norm": "batch",
+                    "optim.lr": lr,
+                    "seed": seed,
+                    "status": "completed",
+                    "val_acc": 0.8 if bn_ok else 0.1,
+                }
+            )
+            rows.append(
+                {
+                    "model.norm": "none",
+                    "optim.lr": lr,
+                    "seed": seed,
+                    "status": "completed" if plain_ok else "diverged",
+                    "val_acc": 0.8 if plain_ok else np.nan,
+                }
+            )
+    measured = higher_lr(runs_table(rows), sweep=None)
+    largest = measured[measured["cell"].str.startswith("largest")]
+    assert largest["diff"].tolist() == [2.0, 2.0, 2.0]  # 1.0 vs 0.01: two decades
+    assert overall(judge(measured, "higher")) == "supported"
+
+
+def test_init_robustness_compares_spread_across_scales():
+    rows = []
+    for seed in range(4):
+        for scale in (0.001, 0.1, 1.0):
+            rows.append(
+                {
+                    "model.norm": "batch",
+                    "model.init_scale": scale,
+                    "seed": seed,
+                    "status": "completed",
+                    "val_acc": 0.85 + 0.001 * seed,
+                }
+            )
+            rows.append(
+                {
+                    "model.norm": "none",
+                    "model.init_scale": scale,
+                    "seed": seed,
+                    "status": "completed",
+                    "val_acc": 0.1 if scale < 0.1 else 0.8,
+                }
+            )
+    measured = init_robustness(runs_table(rows), sweep=None)
+    assert measured["diff"].round(6).tolist() == [-70.0] * 4  # 0 vs 70 points of spread
+    assert overall(judge(measured, "lower")) == "supported"
+
+
+def test_every_claim_has_a_measure_and_a_sweep_that_expands():
+    claims = load_claims()
+    assert list(claims) == list(MEASURES) and len(claims) == 10
+    for claim in claims.values():
+        plan = expand([f"experiment={claim.experiment}", "profile=quick"], multirun=True)
+        assert len({p.config.seed for p in plan}) == 3, claim.name
+        assert claim.direction in ("higher", "lower")
+
+
+def test_missing_runs_give_incomplete_not_a_verdict(tmp_path):
+    result = verdict("placement", tmp_path, "quick")
+    assert result.status == "incomplete" and result.n_done == 0 and result.n_planned == 12
+    assert "make claim-placement PROFILE=quick" in result.sentence
+
+
+def test_unknown_claim_names_the_known_ones():
+    with pytest.raises(UnknownClaim, match="unknown claim 'nope'; known: faster-convergence"):
+        get_claim("nope")
