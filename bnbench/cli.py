@@ -77,7 +77,6 @@ def run(
         import shlex
 
         from bnbench.store import check_writable, sweep_dir
-        from bnbench.train import available_cores, sigterm_raises
 
         for first in {sweep_dir(p.config): p.config for p in todo}.values():
             try:
@@ -85,6 +84,8 @@ def run(
             except OSError as error:
                 reason = error.strerror or str(error)
                 fail(f"invalid results_dir={first.results_dir!r}: not writable ({reason})")
+        from bnbench.train import available_cores, sigterm_raises  # torch loads here
+
         if "hydra/launcher=submitit_local" in overrides and todo[0].config.threads is None:
             # submitit_local starts every job at once: share the cores instead of oversubscribing
             overrides = [*overrides, f"threads={max(1, available_cores() // len(todo))}"]

@@ -1,0 +1,354 @@
+"""Reliability with real processes and real faults: kill -9 and resume, two sweeps at once,
+Ctrl-C, preemption with checkpoints, stale claims, the submitit launcher, and every refused
+input of the README's catalogue."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY, bnbench, tiny_config
+
+from bnbench.plan import expand
+from bnbench.store import CLAIM_FILE, METRIC_COLUMNS, STALE_AFTER_S, claim_run, run_dir
+from bnbench.train import Terminated, execute
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+# One thread per run: on a busy 2-core machine, two threads per run crawl (OpenMP spinning).
+FAST = [*TINY, "threads=1"]
+SIX_RUNS = ["-m", "model.norm=batch,none", "seed=0,1,2"]
+# A bigger toy problem for the tests that must catch a run between two epochs.
+SLOWER = [*FAST, "dataset.synthetic_train=2112"]  # 2048 training images, 64 steps per epoch
+EPOCH_LINE = re.compile(r"^\[(\w{12}) \w+\] epoch (\d+)/", re.MULTILINE)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`bnbench run ARGS` in the background, in its own process group, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnbench.cli", "run", *args],
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def configs(overrides: list[str]) -> list:
+    """The configs that `bnbench run -m OVERRIDES` trains, to train them in this process."""
+    return [planned.config for planned in expand(overrides, multirun=True)]
+
+
+def wait_for(condition, child: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert child.poll() is None, f"exited early:\n{child.communicate()}"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def summaries(sweep: Path) -> dict[str, dict]:
+    """run id -> summary.json, for the runs that have one."""
+    found = {}
+    for path in sweep.glob("runs/*/summary.json"):
+        found[path.parent.name] = json.loads(path.read_text())
+    return found
+
+
+def completed(sweep: Path) -> dict[str, dict]:
+    return {k: s for k, s in summaries(sweep).items() if s["status"] == "completed"}
+
+
+def metric_rows(directory: Path) -> int:
+    try:
+        return len(pd.read_csv(directory / "metrics.csv"))
+    except (OSError, pd.errors.EmptyDataError):
+        return 0
+
+
+def trained(stdout: str) -> Counter:
+    """run id -> how many times its first epoch was trained, from the progress lines."""
+    return Counter(run for run, epoch in EPOCH_LINE.findall(stdout) if epoch == "1")
+
+
+def leftovers(sweep: Path) -> list[Path]:
+    """Claims, temporary files and checkpoints that a finished sweep must not leave."""
+    patterns = ["runs/*/claim.json", "runs/*/.*", "runs/*/checkpoint.pt"]
+    return [p for pattern in patterns for p in sweep.glob(pattern)]
+
+
+def same_metrics(a: Path, b: Path) -> None:
+    """Identical metrics.csv and steps.csv (bit for bit), wall times aside."""
+    columns = [c for c in METRIC_COLUMNS if c != "epoch_time_s"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a / "metrics.csv")[columns],
+        pd.read_csv(b / "metrics.csv")[columns],
+        check_exact=True,
+    )
+    assert (a / "steps.csv").read_text() == (b / "steps.csv").read_text()
+
+
+# --- kill, resume, concurrency -----------------------------------------------------------------
+
+
+def test_a_sweep_killed_after_two_runs_resumes_without_training_any_run_twice(tmp_path):
+    args = [*FAST, f"results_dir={tmp_path}", "sweep=kill", *SIX_RUNS]
+    sweep = tmp_path / "kill"
+    child = start(args, tmp_path)
+    wait_for(lambda: len(completed(sweep)) >= 2, child)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.communicate()
+    before = completed(sweep)
+    assert 2 <= len(before) < 6, "the sweep should have been killed part-way"
+
+    again = bnbench("run", *args, cwd=tmp_path)
+    after = completed(sweep)
+    assert len(after) == 6
+    assert {k: after[k] for k in before} == before  # finished runs untouched
+    assert not set(trained(again.stdout)) & set(before)  # and not trained again
+    assert set(trained(again.stdout)) == set(after) - set(before)
+    assert not leftovers(sweep)  # the dead process's claim was taken over and released
+
+
+def test_two_sweeps_started_together_train_each_run_exactly_once(tmp_path):
+    args = [*FAST, "train.epochs=2", f"results_dir={tmp_path}", "sweep=pair", *SIX_RUNS]
+    first, second = start(args, tmp_path), start(args, tmp_path)
+    outputs = [first.communicate(), second.communicate()]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    sweep = tmp_path / "pair"
+    done = completed(sweep)
+    assert len(done) == 6
+    assert trained(outputs[0][0] + outputs[1][0]) == {run: 1 for run in done}
+    assert {s["pid"] for s in done.values()} <= {first.pid, second.pid}
+    assert not leftovers(sweep)
+
+
+def test_ctrl_c_marks_the_run_in_flight_interrupted_and_a_rerun_finishes(tmp_path):
+    args = [*SLOWER, "train.epochs=5", f"results_dir={tmp_path}", "sweep=int"]
+    args += ["-m", "model.norm=batch,none"]
+    sweep = tmp_path / "int"
+    child = start(args, tmp_path)
+    wait_for(lambda: any(sweep.glob("runs/*/metrics.csv")), child)  # after epoch 1
+    child.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert "to resume, run the same command again: bnbench run" in stderr
+
+    (run,) = [d for d in sweep.glob("runs/*") if (d / "summary.json").exists()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert 1 <= metric_rows(run) < 5  # the partial curve is kept
+    assert not (run / CLAIM_FILE).exists()
+    assert len(list(sweep.glob("runs/*"))) == 1  # the sweep stopped: the next run never began
+
+    rerun = bnbench("run", *args, cwd=tmp_path)
+    assert "0 done, 2 to train" in rerun.stdout
+    assert len(completed(sweep)) == 2 and not leftovers(sweep)
+
+
+def test_sigterm_marks_the_run_interrupted_and_restores_the_handler(results):
+    cfg = tiny_config(results, train__epochs=40)
+    metrics = run_dir(cfg) / "metrics.csv"
+
+    def terminate_after_first_epoch() -> None:
+        while not metrics.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_after_first_epoch, daemon=True).start()
+    with pytest.raises(Terminated):
+        execute(cfg)
+    summary = json.loads((run_dir(cfg) / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 1 <= metric_rows(run_dir(cfg)) < 40
+    assert not (run_dir(cfg) / CLAIM_FILE).exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_with_identical_metrics(tmp_path):
+    args = [*SLOWER, "train.epochs=4", "sweep=ckpt"]
+    (reference,) = configs([*args, f"results_dir={tmp_path / 'reference'}"])
+    assert execute(reference) == "completed"  # uninterrupted, without checkpoints
+
+    resumed = [*args, f"results_dir={tmp_path / 'resumed'}", "train.checkpoint=true"]
+    (cfg,) = configs(resumed)
+    run = run_dir(cfg)
+    assert run.name == run_dir(reference).name  # train.checkpoint is not part of the run id
+    child = start(resumed, tmp_path)
+    wait_for(lambda: metric_rows(run) >= 2 and (run / "checkpoint.pt").exists(), child)
+    os.killpg(child.pid, signal.SIGKILL)  # most likely during epoch 3
+    child.communicate()
+    assert not (run / "summary.json").exists() and metric_rows(run) < 4
+
+    assert execute(cfg) == "completed"  # what the next `bnbench run` does for this run
+    summary = json.loads((run / "summary.json").read_text())
+    expected = json.loads((run_dir(reference) / "summary.json").read_text())
+    assert summary["resumed_after_epoch"] >= 1 and summary["final"] == expected["final"]
+    same_metrics(run, run_dir(reference))
+    assert not (run / "checkpoint.pt").exists()
+
+
+# --- claims, in process ------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def plant_claim(directory: Path, age_s: float = 0, **info) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CLAIM_FILE
+    path.write_text(json.dumps(info))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(results):
+    cfg = tiny_config(results)
+    plant_claim(run_dir(cfg), host=socket.gethostname(), pid=dead_pid(), started_at="earlier")
+    assert execute(cfg) == "completed"
+    assert not leftovers(results / cfg.sweep)
+
+
+def test_a_claim_with_a_stale_heartbeat_from_another_host_is_taken_over(results):
+    cfg = tiny_config(results)
+    plant_claim(run_dir(cfg), age_s=STALE_AFTER_S + 60, host="elsewhere", pid=1)
+    assert execute(cfg) == "completed"
+
+
+def test_a_run_claimed_by_a_live_process_is_skipped(results):
+    cfg = tiny_config(results)
+    plant_claim(run_dir(cfg), host=socket.gethostname(), pid=os.getppid())
+    assert execute(cfg) == "claimed"
+    plant_claim(run_dir(cfg), host="elsewhere", pid=1)  # fresh heartbeat on another machine
+    assert execute(cfg) == "claimed"
+    assert not (run_dir(cfg) / "summary.json").exists()
+
+
+def _try_claim(directory: Path, barrier, wins) -> None:
+    barrier.wait()  # all at once, to make the race as close as it gets
+    wins.put(claim_run(directory) is not None)
+
+
+def test_of_several_processes_taking_over_one_stale_claim_exactly_one_wins(tmp_path):
+    plant_claim(tmp_path, host=socket.gethostname(), pid=dead_pid())
+    context = multiprocessing.get_context("fork")  # the children touch files only, no torch
+    takers = 6
+    barrier, wins = context.Barrier(takers), context.Queue()
+    children = [
+        context.Process(target=_try_claim, args=(tmp_path, barrier, wins)) for _ in range(takers)
+    ]
+    for child in children:
+        child.start()
+    results = [wins.get(timeout=30) for _ in children]
+    for child in children:
+        child.join()
+    assert sum(results) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [CLAIM_FILE]  # stale copies cleaned up
+
+
+# --- the submitit launcher ---------------------------------------------------------------------
+
+
+def test_submitit_local_runs_the_sweep_like_the_basic_launcher(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = [*TINY, "sweep=sub", "model.norm=batch,none"]
+    sub = tmp_path / "submitit"
+    bnbench("run", "-m", *args, f"results_dir={sub}", "hydra/launcher=submitit_local", cwd=tmp_path)
+
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)  # what bnbench gives each of the 2 runs
+    basic = configs([*args, f"results_dir={tmp_path / 'basic'}", f"threads={threads}"])
+    assert [execute(cfg) for cfg in basic] == ["completed", "completed"]  # the basic launcher's
+    sub_runs = sorted((sub / "sub" / "runs").iterdir())
+    assert [r.name for r in sub_runs] == sorted(run_dir(cfg).name for cfg in basic)
+    for ours in sub_runs:
+        same_metrics(ours, tmp_path / "basic" / "sub" / "runs" / ours.name)
+        assert json.loads((ours / "summary.json").read_text())["threads"] == threads
+    assert list((sub / "sub" / ".submitit").glob("*/*_log.out"))  # logs beside runs/
+
+    from bnbench.aggregate import scan
+
+    runs, skipped = scan(sub)
+    assert len(runs) == 2 and not skipped  # report is not confused by .submitit/
+
+
+def test_the_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from bnbench.config import register_configs
+    from bnbench.plan import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", ["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.cpus_per_task, launcher.mem_gb, launcher.array_parallelism) == (4, 8, 64)
+    assert launcher.submitit_folder == "results/default/.submitit/%j"  # beside runs/
+
+
+# --- the catalogue of refused input ------------------------------------------------------------
+
+
+def read_refusals() -> list[tuple[str, str]]:
+    """(command, message) for each row of the README's "Refused input" table."""
+    section = README.read_text().split("### Refused input", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(bnbench [^`]+)` \| `([^`]+)` \|$", section, re.MULTILINE)
+    return [(command, message.replace(r"\|", "|")) for command, message in rows]
+
+
+REFUSALS = read_refusals()
+
+
+def test_the_catalogue_lists_every_kind_of_refusal():
+    commands = " ".join(command for command, _ in REFUSALS)
+    for needle in ["optim.lr=0", "batch_size=0", "dropout=1", "norm=layer", "init=", "imagenet"]:
+        assert needle in commands
+    for needle in ["ghost", "groups", "nrom", "batch,none", "DIR", "results_dir", "claims"]:
+        assert needle in commands
+
+
+def damaged_dataset(directory: Path, train_images: bytes) -> Path:
+    """The four Fashion-MNIST IDX names; the training images hold the given bytes."""
+    directory.mkdir()
+    for name in ["train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]:
+        (directory / name).write_bytes(b"")
+    (directory / "train-images-idx3-ubyte").write_bytes(train_images)
+    return directory
+
+
+@pytest.mark.parametrize(("command", "message"), REFUSALS, ids=[c for c, _ in REFUSALS])
+def test_refused_input(command, message, tmp_path):
+    header = struct.pack(">HBB3I", 0, 8, 3, 60000, 28, 28)  # IDX: 60000 images of 28x28
+    places = {
+        "TRUNCATED_DIR": damaged_dataset(tmp_path / "truncated", header + bytes(100)),
+        "CORRUPT_DIR": damaged_dataset(tmp_path / "corrupt", b"<!DOCTYPE html>" + b" " * 500),
+    }
+    for name, path in places.items():
+        command, message = command.replace(name, str(path)), message.replace(name, str(path))
+    result = bnbench(*shlex.split(command)[1:], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    line = result.stderr.strip().splitlines()[-1]  # Python warnings may come before it
+    pattern = ".*".join(re.escape(part) for part in message.split("…"))
+    assert re.fullmatch(pattern, line), f"{line!r} does not match {message!r}"
+    assert not list(tmp_path.glob("**/summary.json"))  # nothing trained
