@@ -481,3 +481,34 @@ def make_figures(runs: pd.DataFrame, curves: pd.DataFrame, directory: Path) -> l
         save(fig, svg)
         files.append(FigureFile(name, title, caption, png, svg))
     return files
+
+
+# --- a claim's verdict ---------------------------------------------------------------------
+
+VERDICT_COLORS = {"supported": "#009E73", "contradicted": "#D55E00", "inconclusive": "#999999"}
+
+
+def plot_claim(cells: pd.DataFrame, title: str, direction: str) -> Figure:
+    """Forest plot: one row per cell, mean paired difference with its 95% CI, coloured by
+    the cell's verdict; the claimed side of zero is shaded."""
+    fig = Figure(figsize=(8, 1.2 + 0.45 * len(cells)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(cells))[::-1]
+    for row, pos in zip(cells.itertuples(), y, strict=True):
+        color = VERDICT_COLORS[row.verdict]
+        lo, hi = (row.lo, row.hi) if not math.isnan(row.lo) else (row.mean, row.mean)
+        ax.plot([lo, hi], [pos, pos], color=color, linewidth=2.5)
+        ax.plot(row.mean, pos, "o", color=color, markersize=7)
+    ax.axvline(0, color="black", linewidth=0.8)
+    left, right = ax.get_xlim()
+    span = max(abs(left), abs(right))
+    ax.set_xlim(-span, span)
+    claimed = (0, span) if direction == "higher" else (-span, 0)
+    ax.axvspan(*claimed, color="#56B4E9", alpha=0.12)
+    ax.set_yticks(y, [str(c) for c in cells["cell"]])
+    ax.set_xlabel("mean paired difference, treatment - control (95% CI)")
+    ax.set_title(title)
+    handles = [Line2D([], [], color=c, marker="o", label=v) for v, c in VERDICT_COLORS.items()]
+    handles.append(Line2D([], [], color="#56B4E9", alpha=0.3, linewidth=8, label="claimed side"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+    return fig

@@ -271,6 +271,46 @@ def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, nam
     return blocks
 
 
+def claim_blocks(sweep: Path) -> list:
+    """For a claim's sweep (results/<profile>/claim_*): its verdict, table and figure."""
+    from bnbench.claims import load_claims, verdict
+    from bnbench.plots import plot_claim, save
+
+    claim = next((c for c in load_claims().values() if c.experiment == sweep.name), None)
+    if claim is None:
+        return []
+    profile = "quick" if sweep.parent.name == "quick" else "full"
+    result = verdict(claim.name, sweep.parent, profile)
+    heading = ("h2", f"Claim {claim.number}, {claim.name}: {result.status}")
+    quote = ("p", f"\u201c{claim.text}\u201d ({claim.source}). {result.sentence}")
+    if result.status == "incomplete":
+        return [heading, quote]
+    table = Table(["cell", "mean diff [95% CI]", "n", "p", "p (Holm)", "verdict"])
+    for row in result.cells.itertuples():
+        table.rows.append(
+            [
+                str(row.cell),
+                fmt_diff(row.mean, row.lo, row.hi),
+                str(row.n),
+                fmt_p(row.p),
+                fmt_p(row.p_holm),
+                row.verdict,
+            ]
+        )
+    fig = plot_claim(
+        result.cells, f"Claim {claim.number}: {claim.name} ({profile})", claim.direction
+    )
+    png, svg = sweep / "figures" / "claim.png", sweep / "figures" / "claim.svg"
+    save(fig, png), save(fig, svg)
+    caption = (
+        f"Paired differences per cell with 95% CIs, coloured by the cell's verdict "
+        f"(Holm-adjusted p < 0.05); the shaded side is the one the claim predicts. "
+        f"Anchor: {claim.anchor}."
+    )
+    figure = FigureFile("claim", f"Claim {claim.number}: {claim.name}", caption, png, svg)
+    return [heading, quote, ("table", table), ("figure", figure)]
+
+
 def to_markdown(blocks: list, root: Path) -> str:
     parts = []
     for kind, content in blocks:
@@ -350,6 +390,7 @@ def build_report(results_dir: str | Path) -> ReportResult:
     figures = make_figures(agg.runs, agg.curves, out / "figures")
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, out.resolve().name)
+    blocks[1:1] = claim_blocks(out)
     report_md, report_html = out / "REPORT.md", out / "report.html"
     write_atomic(report_md, to_markdown(blocks, out))
     write_atomic(report_html, to_html(blocks))
