@@ -18,7 +18,6 @@ import os
 import socket
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,10 +116,13 @@ def check_writable(directory: Path) -> None:
 # one creator can win. It touches the file's mtime while it trains (the heartbeat) and
 # deletes it when the run ends. A claim left by a process that died is taken over: at once
 # when its pid is gone from this host, else once its heartbeat is older than STALE_AFTER_S.
+# Takeovers hold claim.json.takeover (also created exclusively), so two processes that find
+# the same stale claim cannot both remove it and then each remove the other's new claim.
 
 CLAIM_FILE = "claim.json"
 HEARTBEAT_S = 30.0  # a training process touches its claim at least this often
 STALE_AFTER_S = 600.0  # a claim untouched this long belongs to a lost process (or a hung one)
+TAKEOVER_STALE_S = 60.0  # a takeover takes milliseconds; an older lock's process died in it
 
 
 class ClaimLost(Exception):
@@ -158,11 +160,9 @@ class Claim:
 
 
 def claim_run(directory: Path) -> Claim | None:
-    """Claim the run for this process; None while another live process holds it.
-
-    A dead or stale claim is moved aside and the exclusive create tried again, so when
-    several processes find the same stale claim, exactly one of them gets the run.
-    """
+    """Claim the run for this process; None while another live process holds it (or is
+    taking over its stale claim). Of several processes that find the same stale claim,
+    exactly one gets the run."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CLAIM_FILE
     for _ in range(5):  # each retry follows a lost race; five in a row means a busy run
@@ -173,9 +173,8 @@ def claim_run(directory: Path) -> Claim | None:
         if holder is None:
             continue  # released between our create and our look: try again
         inode, live = holder
-        if live:
+        if live or not _remove_stale(path, inode):
             return None
-        _move_aside(path, inode)
     return None
 
 
@@ -231,9 +230,9 @@ def _holder_alive(info: dict) -> bool:
         return False
     except PermissionError:
         pass  # alive, owned by another user
-    start = _process_start(pid)
+    start, recorded = _process_start(pid), info.get("pid_start")
     # A pid with another start time is a new process that reused the number; a zombie is dead.
-    return start is None or start == info.get("pid_start")
+    return start is None or recorded is None or start == recorded
 
 
 def _process_start(pid: int) -> str | None:
@@ -246,16 +245,22 @@ def _process_start(pid: int) -> str | None:
     return "zombie" if fields[0] == "Z" else fields[19]
 
 
-def _move_aside(path: Path, inode: int) -> None:
-    """Rename the stale claim away; if a live one replaced it meanwhile, put that one back."""
-    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
+def _remove_stale(path: Path, inode: int) -> bool:
+    """Delete the stale claim `inode`, holding the takeover lock; False if another process
+    holds the lock, i.e. is taking over this claim right now."""
+    lock = path.with_name(f"{path.name}.takeover")
     try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return  # another process moved it first
-    if os.stat(aside).st_ino != inode:  # we moved a fresh claim: restore it unless replaced
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
         try:
-            os.link(aside, path)
-        except OSError:
-            pass  # a third claim stands; the owner of the moved one sees ClaimLost and stops
-    aside.unlink()
+            if time.time() - os.stat(lock).st_mtime > TAKEOVER_STALE_S:
+                lock.unlink()  # its taker died mid-takeover; the next call can take over
+        except FileNotFoundError:
+            pass
+        return False
+    try:
+        if _holder(path) == (inode, False):  # still the claim we judged stale
+            path.unlink(missing_ok=True)
+        return True
+    finally:
+        lock.unlink(missing_ok=True)

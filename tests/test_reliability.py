@@ -247,6 +247,7 @@ def test_a_run_claimed_by_a_live_process_is_skipped(results):
 def _try_claim(directory: Path, barrier, wins) -> None:
     barrier.wait()  # all at once, to make the race as close as it gets
     wins.put(claim_run(directory) is not None)
+    barrier.wait()  # the winner stays alive (its claim live) until every taker has tried
 
 
 def test_of_several_processes_taking_over_one_stale_claim_exactly_one_wins(tmp_path):
@@ -263,7 +264,7 @@ def test_of_several_processes_taking_over_one_stale_claim_exactly_one_wins(tmp_p
     for child in children:
         child.join()
     assert sum(results) == 1
-    assert [p.name for p in tmp_path.iterdir()] == [CLAIM_FILE]  # stale copies cleaned up
+    assert [p.name for p in tmp_path.iterdir()] == [CLAIM_FILE]  # no takeover lock left
 
 
 # --- the submitit launcher ---------------------------------------------------------------------
