@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -52,9 +53,9 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def configs(overrides: list[str]) -> list:
-    """The configs that `bnbench run -m OVERRIDES` trains, to train them in this process."""
-    return [planned.config for planned in expand(overrides, multirun=True)]
+def configs(args: list[str]) -> list:
+    """The configs that `bnbench run -m ARGS` trains, in order, to train them in this process."""
+    return [planned.config for planned in expand([a for a in args if a != "-m"], multirun=True)]
 
 
 def wait_for(condition, child: subprocess.Popen, timeout: float = 120) -> None:
@@ -119,25 +120,29 @@ def test_a_sweep_killed_after_two_runs_resumes_without_training_any_run_twice(tm
     before = completed(sweep)
     assert 2 <= len(before) < 6, "the sweep should have been killed part-way"
 
-    again = bnbench("run", *args, cwd=tmp_path)
+    # The rerun, in this process: what the basic launcher does with each run of the sweep.
+    statuses = {run_dir(cfg).name: execute(cfg) for cfg in configs(args)}
+    assert statuses == {run: "skipped" if run in before else "completed" for run in statuses}
     after = completed(sweep)
-    assert len(after) == 6
-    assert {k: after[k] for k in before} == before  # finished runs untouched
-    assert not set(trained(again.stdout)) & set(before)  # and not trained again
-    assert set(trained(again.stdout)) == set(after) - set(before)
-    assert not leftovers(sweep)  # the dead process's claim was taken over and released
+    assert len(after) == 6 and {k: after[k] for k in before} == before  # untouched
+    assert not leftovers(sweep)  # the killed run's claim was taken over, then released
 
 
-def test_two_sweeps_started_together_train_each_run_exactly_once(tmp_path):
+def test_two_processes_on_one_sweep_train_each_run_exactly_once(tmp_path):
     args = [*FAST, "train.epochs=2", f"results_dir={tmp_path}", "sweep=pair", *SIX_RUNS]
-    first, second = start(args, tmp_path), start(args, tmp_path)
-    outputs = [first.communicate(), second.communicate()]
-    assert first.returncode == 0 and second.returncode == 0, outputs
-    sweep = tmp_path / "pair"
+    sweep, runs = tmp_path / "pair", configs(args)
+    child = start(args, tmp_path)
+    wait_for(lambda: any(sweep.glob("runs/*/claim.json")), child)  # it has begun training
+    here = {run_dir(cfg).name: execute(cfg) for cfg in runs}  # meanwhile, this process
+    stdout, stderr = child.communicate()
+    assert child.returncode == 0, stderr
+
+    there = trained(stdout)  # run id -> times the other process trained it
     done = completed(sweep)
     assert len(done) == 6
-    assert trained(outputs[0][0] + outputs[1][0]) == {run: 1 for run in done}
-    assert {s["pid"] for s in done.values()} <= {first.pid, second.pid}
+    for run in done:
+        assert there[run] + (here[run] == "completed") == 1, (run, here[run], there[run])
+    assert {s["pid"] for s in done.values()} == {child.pid, os.getpid()}  # both did work
     assert not leftovers(sweep)
 
 
@@ -159,9 +164,8 @@ def test_ctrl_c_marks_the_run_in_flight_interrupted_and_a_rerun_finishes(tmp_pat
     assert not (run / CLAIM_FILE).exists()
     assert len(list(sweep.glob("runs/*"))) == 1  # the sweep stopped: the next run never began
 
-    rerun = bnbench("run", *args, cwd=tmp_path)
-    assert "0 done, 2 to train" in rerun.stdout
-    assert len(completed(sweep)) == 2 and not leftovers(sweep)
+    assert [execute(cfg) for cfg in configs(args)] == ["completed", "completed"]  # the rerun
+    assert not leftovers(sweep)
 
 
 def test_sigterm_marks_the_run_interrupted_and_restores_the_handler(results):
@@ -338,18 +342,34 @@ def damaged_dataset(directory: Path, train_images: bytes) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(("command", "message"), REFUSALS, ids=[c for c, _ in REFUSALS])
-def test_refused_input(command, message, tmp_path):
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[str, tuple[str, subprocess.CompletedProcess, Path]]:
+    """Every catalogue command run through the real CLI, one per core at a time (the rows are
+    independent, and each costs a Python start-up): command -> (message, result, cwd)."""
+    root = tmp_path_factory.mktemp("refused")
     header = struct.pack(">HBB3I", 0, 8, 3, 60000, 28, 28)  # IDX: 60000 images of 28x28
     places = {
-        "TRUNCATED_DIR": damaged_dataset(tmp_path / "truncated", header + bytes(100)),
-        "CORRUPT_DIR": damaged_dataset(tmp_path / "corrupt", b"<!DOCTYPE html>" + b" " * 500),
+        "TRUNCATED_DIR": damaged_dataset(root / "truncated", header + bytes(100)),
+        "CORRUPT_DIR": damaged_dataset(root / "corrupt", b"<!DOCTYPE html>" + b" " * 500),
     }
-    for name, path in places.items():
-        command, message = command.replace(name, str(path)), message.replace(name, str(path))
-    result = bnbench(*shlex.split(command)[1:], cwd=tmp_path, check=False)
+
+    def refuse(row: int, command: str, message: str):
+        for name, path in places.items():
+            command, message = command.replace(name, str(path)), message.replace(name, str(path))
+        cwd = root / f"row{row}"
+        cwd.mkdir()
+        return message, bnbench(*shlex.split(command)[1:], cwd=cwd, check=False), cwd
+
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        futures = {cmd: pool.submit(refuse, i, cmd, msg) for i, (cmd, msg) in enumerate(REFUSALS)}
+    return {command: future.result() for command, future in futures.items()}
+
+
+@pytest.mark.parametrize("command", [command for command, _ in REFUSALS])
+def test_refused_input(command, refused):
+    message, result, cwd = refused[command]
     assert result.returncode != 0
     line = result.stderr.strip().splitlines()[-1]  # Python warnings may come before it
     pattern = ".*".join(re.escape(part) for part in message.split("…"))
     assert re.fullmatch(pattern, line), f"{line!r} does not match {message!r}"
-    assert not list(tmp_path.glob("**/summary.json"))  # nothing trained
+    assert not list(cwd.glob("**/summary.json"))  # nothing trained
