@@ -73,10 +73,23 @@ def _compose(overrides: list[str], hydra: bool = False):
         raise ConfigError(one_line(error)) from None
 
 
-def one_line(error: Exception) -> str:
-    """Hydra and OmegaConf explain over several lines; keep the lines that say what is wrong."""
-    noise = ("full_key", "object_type", "reference_type", "To append", "Set the environment", "")
-    lines = [ln.strip() for ln in str(error).splitlines()]
-    kept = [ln for ln in lines if not ln.startswith(noise[:-1]) and ln]
-    text = "; ".join(kept)
-    return re.sub(r"\s+", " ", text).replace("In 'config': ", "")
+def one_line(error: BaseException) -> str:
+    """Hydra and OmegaConf explain over several lines and chained exceptions; keep the lines
+    that say what is wrong, joined into one."""
+    noise = ("full_key", "object_type", "reference_type", "To append", "Set the environment")
+    kept: list[str] = []
+    while error is not None and len(kept) < 3:
+        for line in str(error).splitlines():
+            line = line.strip().removeprefix("In 'config': ").rstrip(".")
+            if line.startswith("Config search path"):
+                break
+            if line and not line.startswith(noise) and "$VALUE" not in line and line not in kept:
+                kept.append(line)
+        error = error.__cause__ or error.__context__
+    text = ": ".join(kept)
+    # "Available options in 'dataset':: cifar10: fashion_mnist" -> "...: cifar10, fashion_mnist"
+    head, sep, options = text.partition("Available options in ")
+    if sep:
+        group, _, names = options.partition(":: ")
+        text = f"{head}available options in {group}: {names.replace(': ', ', ')}"
+    return re.sub(r"\s+", " ", text)
