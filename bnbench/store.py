@@ -18,6 +18,7 @@ import os
 import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,7 +135,7 @@ class Claim:
     """This process's hold on one run directory."""
 
     path: Path
-    inode: int  # tells our claim.json from a newer one with the same name
+    token: str  # tells our claim.json from a newer one (inode numbers are reused at once)
     started_at: str
     last_beat: float  # time.monotonic() of the last heartbeat
 
@@ -149,10 +150,7 @@ class Claim:
         os.utime(self.path)
 
     def held(self) -> bool:
-        try:
-            return os.stat(self.path).st_ino == self.inode
-        except FileNotFoundError:
-            return False
+        return read_claim(self.path.parent).get("token") == self.token
 
     def release(self) -> None:
         if self.held():
@@ -172,14 +170,14 @@ def claim_run(directory: Path) -> Claim | None:
         holder = _holder(path)
         if holder is None:
             continue  # released between our create and our look: try again
-        inode, live = holder
-        if live or not _remove_stale(path, inode):
+        version, live = holder
+        if live or not _remove_stale(path, version):
             return None
     return None
 
 
 def read_claim(directory: Path) -> dict:
-    """Who holds the run (host, pid, started_at), or {} when nobody or unreadable."""
+    """Who holds the run (host, pid, started_at, token), or {} when nobody or unreadable."""
     try:
         return json.loads((directory / CLAIM_FILE).read_text())
     except (OSError, ValueError):
@@ -191,24 +189,24 @@ def _create_claim(path: Path) -> Claim | None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return None
-    started_at = datetime.now(timezone.utc).isoformat()
     pid = os.getpid()
     info = {
         "host": socket.gethostname(),
         "pid": pid,
         "pid_start": _process_start(pid),
-        "started_at": started_at,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "token": uuid.uuid4().hex,
     }
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)
         f.flush()
         os.fsync(f.fileno())
-        inode = os.fstat(f.fileno()).st_ino
-    return Claim(path, inode, started_at, time.monotonic())
+    return Claim(path, info["token"], info["started_at"], time.monotonic())
 
 
-def _holder(path: Path) -> tuple[int, bool] | None:
-    """(inode, alive) of the current claim, or None when there is none."""
+def _holder(path: Path) -> tuple[tuple, bool] | None:
+    """(version, alive) of the current claim, or None when there is none. The version
+    (inode, mtime, token) changes when the claim is replaced or its heartbeat beats."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
@@ -216,7 +214,8 @@ def _holder(path: Path) -> tuple[int, bool] | None:
     # An empty or half-written claim is being created right now: judge it by its age alone.
     info = read_claim(path.parent)
     age = time.time() - stat.st_mtime
-    return stat.st_ino, age < STALE_AFTER_S and _holder_alive(info)
+    version = (stat.st_ino, stat.st_mtime_ns, info.get("token"))
+    return version, age < STALE_AFTER_S and _holder_alive(info)
 
 
 def _holder_alive(info: dict) -> bool:
@@ -245,9 +244,9 @@ def _process_start(pid: int) -> str | None:
     return "zombie" if fields[0] == "Z" else fields[19]
 
 
-def _remove_stale(path: Path, inode: int) -> bool:
-    """Delete the stale claim `inode`, holding the takeover lock; False if another process
-    holds the lock, i.e. is taking over this claim right now."""
+def _remove_stale(path: Path, version: tuple) -> bool:
+    """Delete the stale claim seen as `version`, holding the takeover lock; False if another
+    process holds the lock, i.e. is taking over this claim right now."""
     lock = path.with_name(f"{path.name}.takeover")
     try:
         os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
@@ -259,7 +258,7 @@ def _remove_stale(path: Path, inode: int) -> bool:
             pass
         return False
     try:
-        if _holder(path) == (inode, False):  # still the claim we judged stale
+        if _holder(path) == (version, False):  # unchanged since we judged it stale
             path.unlink(missing_ok=True)
         return True
     finally:

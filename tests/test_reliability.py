@@ -24,8 +24,17 @@ import pandas as pd
 import pytest
 from conftest import TINY, bnbench, tiny_config
 
+from bnbench import store
+from bnbench.aggregate import scan
 from bnbench.plan import expand
-from bnbench.store import CLAIM_FILE, METRIC_COLUMNS, STALE_AFTER_S, claim_run, run_dir
+from bnbench.store import (
+    CLAIM_FILE,
+    METRIC_COLUMNS,
+    STALE_AFTER_S,
+    ClaimLost,
+    claim_run,
+    run_dir,
+)
 from bnbench.train import Terminated, execute
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -119,6 +128,9 @@ def test_a_sweep_killed_after_two_runs_resumes_without_training_any_run_twice(tm
     child.communicate()
     before = completed(sweep)
     assert 2 <= len(before) < 6, "the sweep should have been killed part-way"
+    runs, skipped = scan(sweep)  # what `bnbench report` reads now: the finished runs only
+    assert sorted(run.directory.name for run in runs) == sorted(before)
+    assert all("no summary.json" in why for _, why in skipped)
 
     # The rerun, in this process: what the basic launcher does with each run of the sweep.
     statuses = {run_dir(cfg).name: execute(cfg) for cfg in configs(args)}
@@ -239,6 +251,39 @@ def test_a_claim_with_a_stale_heartbeat_from_another_host_is_taken_over(results)
     assert execute(cfg) == "completed"
 
 
+def test_the_heartbeat_touches_the_claim_and_notices_a_takeover(tmp_path):
+    claim = claim_run(tmp_path)
+    old = time.time() - 100
+    os.utime(claim.path, (old, old))
+    claim.beat()  # too soon after the last one: nothing to do
+    assert claim.path.stat().st_mtime == old
+    claim.beat(force=True)
+    assert claim.path.stat().st_mtime > old
+    claim.path.unlink()
+    plant_claim(tmp_path, host="elsewhere", pid=1)  # another process took the run over
+    with pytest.raises(ClaimLost):
+        claim.beat(force=True)
+    claim.release()
+    assert (tmp_path / CLAIM_FILE).exists()  # not ours to delete
+
+
+def test_a_run_whose_claim_is_taken_over_stops_without_writing_results(results, monkeypatch):
+    monkeypatch.setattr(store, "HEARTBEAT_S", 0.0)  # beat at every step
+    cfg = tiny_config(results, train__epochs=40)
+    directory = run_dir(cfg)
+
+    def take_over_after_first_epoch() -> None:
+        while not (directory / "metrics.csv").exists():
+            time.sleep(0.01)
+        (directory / CLAIM_FILE).unlink()
+        plant_claim(directory, host="elsewhere", pid=1)
+
+    threading.Thread(target=take_over_after_first_epoch, daemon=True).start()
+    assert execute(cfg) == "claimed"
+    assert not (directory / "summary.json").exists()
+    assert json.loads((directory / CLAIM_FILE).read_text())["host"] == "elsewhere"
+
+
 def test_a_run_claimed_by_a_live_process_is_skipped(results):
     cfg = tiny_config(results)
     plant_claim(run_dir(cfg), host=socket.gethostname(), pid=os.getppid())
@@ -289,9 +334,6 @@ def test_submitit_local_runs_the_sweep_like_the_basic_launcher(tmp_path):
         same_metrics(ours, tmp_path / "basic" / "sub" / "runs" / ours.name)
         assert json.loads((ours / "summary.json").read_text())["threads"] == threads
     assert list((sub / "sub" / ".submitit").glob("*/*_log.out"))  # logs beside runs/
-
-    from bnbench.aggregate import scan
-
     runs, skipped = scan(sub)
     assert len(runs) == 2 and not skipped  # report is not confused by .submitit/
 
