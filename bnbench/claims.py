@@ -92,8 +92,8 @@ def cells_by(pairs: pd.DataFrame, keys: list[str], prefix: str = "") -> pd.DataF
 
 def factor_effect(runs, values, factor, treatment, control, prefix="") -> pd.DataFrame:
     """Pairs on one factor, cells by the other swept factors."""
-    pairs = paired(runs, values, factor, treatment, control)
     others = [c for c in varying_columns(runs) if c != factor]
+    pairs = paired(runs, values, factor, treatment, control).sort_values([*others, "seed"])
     return cells_by(pairs, others, prefix)
 
 
