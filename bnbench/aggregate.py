@@ -24,15 +24,7 @@ import yaml
 from bnbench.config import NOT_IDENTITY, Config, flatten
 from bnbench.store import FINISHED, METRIC_COLUMNS, write_atomic
 
-FINAL_COLUMNS = [
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "grad_norm",
-]
+FINAL_COLUMNS = [c for c in METRIC_COLUMNS if c not in ("epoch", "lr", "epoch_time_s")]
 EVAL_COLUMNS = ["val_loss", "val_acc", "test_loss", "test_acc"]
 NUM_CLASSES = {"synthetic": 4}  # every other dataset (fashion_mnist, mnist, cifar10) has 10
 TOP_LEVEL_KEYS = tuple(f.name for f in fields(Config))  # config keys without a dot: seed, sweep...

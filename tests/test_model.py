@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnbench.config import ModelConfig
+from bnbench.config import INITS, ModelConfig
 from bnbench.model import GhostBatchNorm2d, NoisyBatchNorm2d, Uout, build_model, norm_layers
 
 
@@ -80,18 +80,7 @@ def test_forward_and_backward_for_every_combination(norm, placement, activation,
     assert torch.isfinite(model(torch.randn(1, 3, 16, 16))).all()
 
 
-@pytest.mark.parametrize(
-    "init",
-    [
-        "torch_default",
-        "kaiming_normal",
-        "kaiming_uniform",
-        "xavier_normal",
-        "xavier_uniform",
-        "orthogonal",
-        "normal",
-    ],
-)
+@pytest.mark.parametrize("init", INITS)
 def test_init_is_seeded_and_scaled(init):
     a = build_model(ModelConfig(init=init, init_scale=0.5), 1, 10, seed=1)
     b = build_model(ModelConfig(init=init, init_scale=0.5), 1, 10, seed=1)
