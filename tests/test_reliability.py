@@ -189,13 +189,14 @@ def test_sigterm_marks_the_run_interrupted_and_restores_the_handler(results):
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    before = signal.getsignal(signal.SIGTERM)
     threading.Thread(target=terminate_after_first_epoch, daemon=True).start()
     with pytest.raises(Terminated):
         execute(cfg)
     summary = json.loads((run_dir(cfg) / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 1 <= metric_rows(run_dir(cfg)) < 40
     assert not (run_dir(cfg) / CLAIM_FILE).exists()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_with_identical_metrics(tmp_path):
