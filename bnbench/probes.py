@@ -50,7 +50,8 @@ Details:
   mean and unbiased variance (as BN's running_var) of each BN layer's input over the whole
   training split, dropout off (see `precise_bn_model`); "batch_b<n>_*" normalises each test
   batch of n by its own statistics (dropout, BN noise and ghost splitting off), with the
-  test set in a fixed shuffled order and sorted by class. A batch of 1 normalises each
+  test set in a fixed shuffled order and sorted by class (the last batch holds what is
+  left over). A batch of 1 normalises each
   channel over its H x W positions only; that is what BN does. A batch BN cannot
   normalise (one value per channel) counts as nan accuracy.
 - variance_shift: Li et al. 2019. For each BN layer, the mean per-channel variance of its
@@ -76,7 +77,6 @@ from torch.func import functional_call
 
 from bnbench.config import ProbeConfig
 from bnbench.data import Splits
-from bnbench.model import GhostBatchNorm2d, NoisyBatchNorm2d
 
 PROBE_COLUMNS = ["step", "probe", "layer", "value"]
 PERCENTILES = (15, 50, 85)
@@ -218,15 +218,16 @@ def test_time(
         ("test_time_acc", "running", accuracy(eval_copy(model), x, y)),
         ("test_time_acc", "precise", accuracy(precise, x, y)),
     ]
-    batch_model = batch_stat_model(model)
     shuffle = torch.Generator().manual_seed(SHUFFLE_SEED)
     orders = {
         "shuffled": torch.randperm(len(y), generator=shuffle).to(y.device),
         "sorted": torch.argsort(y, stable=True),  # every batch (nearly) one class
     }
     for n in batch_sizes:
+        batch_model = batch_stat_model(model, n)
+        chunk = n * max(1, EVAL_CHUNK // n)  # whole test batches per forward pass
         for order_name, order in orders.items():
-            acc = accuracy(batch_model, x[order], y[order], batch_size=n)
+            acc = accuracy(batch_model, x[order], y[order], batch_size=chunk)
             measures.append(("test_time_acc", f"batch_b{n}_{order_name}", acc))
     return measures
 
@@ -270,18 +271,36 @@ def eval_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval()
 
 
-def batch_stat_model(model: nn.Module) -> nn.Module:
-    """A copy for inference with batch statistics: every BN layer normalises each batch by its
-    own mean and variance (the whole batch: no ghost splitting, no noise); dropout off."""
-    probe = training_copy(model).eval()
+def batch_stat_model(model: nn.Module, batch_size: int) -> nn.Module:
+    """An eval-mode copy (dropout off) whose BN layers normalise every group of `batch_size`
+    consecutive examples by that group's own mean and variance, as train-mode BN does for a
+    batch of that size (no ghost splitting, no noise), running statistics untouched.
+
+    Grouping inside the layer lets one forward pass evaluate many small test batches: the
+    convolutions run on the whole chunk, only the normalisation sees the groups."""
+    probe = eval_copy(model)
     for name in batch_norms(probe):
+        parent, _, child = name.rpartition(".")
         bn = probe.get_submodule(name)
-        bn.train()  # with track_running_stats off: batch statistics, no update
-        if isinstance(bn, NoisyBatchNorm2d):
-            bn.noise_std = 0.0
-        if isinstance(bn, GhostBatchNorm2d):
-            bn.ghost_size = math.inf
+        setattr(probe.get_submodule(parent), child, _GroupBatchNorm(bn, batch_size))
     return probe
+
+
+class _GroupBatchNorm(nn.Module):
+    """BN with batch statistics, computed separately for each group of `size` examples."""
+
+    def __init__(self, bn: nn.BatchNorm2d, size: int):
+        super().__init__()
+        self.bn, self.size = bn, size
+
+    def forward(self, x: Tensor) -> Tensor:
+        bn = self.bn
+        return torch.cat(
+            [
+                F.batch_norm(group, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+                for group in x.split(self.size)
+            ]
+        )
 
 
 def precise_bn_model(model: nn.Module, train_x: Tensor, chunk: int = EVAL_CHUNK) -> nn.Module:
@@ -307,15 +326,21 @@ class _StopForward(Exception):
 
 @torch.no_grad()
 def _input_moments(model: nn.Module, module: nn.Module, x: Tensor, chunk: int):
-    """Per-channel mean and unbiased variance of `module`'s input over all of x (float64 sums)."""
-    count, total, squares = 0, 0.0, 0.0
+    """Per-channel mean and unbiased variance of `module`'s input over all of x.
+
+    Each chunk's mean and centred sum of squares are merged in float64 (Chan et al.'s
+    parallel update): exact up to float32 rounding within a chunk, and no cancellation."""
+    count, mean, m2 = 0, 0.0, 0.0
 
     def take(_module: nn.Module, args: tuple) -> None:
-        nonlocal count, total, squares
-        values = args[0].double()
-        count += values.numel() // values.shape[1]
-        total = total + values.sum(dim=(0, 2, 3))
-        squares = squares + values.square().sum(dim=(0, 2, 3))
+        nonlocal count, mean, m2
+        values = args[0]
+        n = values.numel() // values.shape[1]
+        var_c, mean_c = torch.var_mean(values, dim=(0, 2, 3), correction=0)
+        delta = mean_c.double() - mean
+        m2 = m2 + var_c.double() * n + delta.square() * count * n / (count + n)
+        mean = mean + delta * n / (count + n)
+        count += n
         raise _StopForward
 
     handle = module.register_forward_pre_hook(take)
@@ -327,8 +352,7 @@ def _input_moments(model: nn.Module, module: nn.Module, x: Tensor, chunk: int):
                 pass
     finally:
         handle.remove()
-    mean = total / count
-    return mean, (squares - count * mean.square()) / (count - 1)
+    return mean, m2 / (count - 1)
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from bnbench.probes import (
     precise_bn_model,
     predict,
     step_probes,
+    training_copy,
 )
 
 SPLITS = load_splits(DatasetConfig(name="synthetic", val_size=64))  # 8x8, 4 classes, 448 train
@@ -151,12 +152,29 @@ def test_batch_statistics_at_test_batch_one_matter_only_with_bn():
     accs = values(final_probes(cfg, bn, SPLITS, step=70), "test_time_acc")
     assert accs["batch_b1_shuffled"] != accs["running"]
     assert accs["batch_b1_shuffled"] == accs["batch_b1_sorted"]  # one example: order is moot
-    assert not torch.equal(predict(batch_stat_model(bn), x, 1), predict(eval_copy(bn), x, 1))
+    assert not torch.equal(predict(batch_stat_model(bn, 1), x), predict(eval_copy(bn), x))
 
     plain = trained(norm="none", dropout=0.3)  # dropout must be off in both
     accs = values(final_probes(cfg, plain, SPLITS, step=70), "test_time_acc")
     assert len(set(accs.values())) == 1  # running, precise and every batch layout agree
-    assert torch.equal(predict(batch_stat_model(plain), x, 1), predict(eval_copy(plain), x, 1))
+    assert torch.equal(predict(batch_stat_model(plain, 1), x), predict(eval_copy(plain), x))
+
+
+@pytest.mark.parametrize("n", [1, 3, 64])
+def test_batch_statistics_match_train_mode_bn_on_each_test_batch(n):
+    # One forward pass over a chunk of several test batches (256 = 85 * 3 + 1 at n=3: a
+    # partial last batch) gives what train-mode BN gives on each test batch on its own.
+    model = trained(dropout=0.3, head_dropout=0.2)
+    reference = training_copy(model)  # batch statistics, running ones never updated
+    for module in reference.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+    x, running = SPLITS.test_x, model[0][0].norm.running_mean.clone()
+    with torch.no_grad():
+        expected = torch.cat([reference(x[i : i + n]) for i in range(0, len(x), n)])
+    batch_model = batch_stat_model(model, n)
+    torch.testing.assert_close(predict(batch_model, x, batch_size=10 * n), expected)
+    assert torch.equal(model[0][0].norm.running_mean, running)  # the model itself untouched
 
 
 def test_test_time_reports_every_layout():
