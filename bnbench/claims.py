@@ -335,10 +335,19 @@ def overall(cells: pd.DataFrame) -> str:
     return "inconclusive"
 
 
-def verdict(name: str, results_root: str | Path, profile: str = "full") -> Verdict:
+def verdict(
+    name: str, results_root: str | Path, profile: str = "full", overrides: tuple = ()
+) -> Verdict:
+    """The claim's verdict from its sweep under results_root, as planned by the profile
+    (plus any `overrides` the sweep was run with)."""
     claim = get_claim(name)
     plan = expand(
-        [f"experiment={claim.experiment}", f"profile={profile}", f"results_dir={results_root}"],
+        [
+            f"experiment={claim.experiment}",
+            f"profile={profile}",
+            f"results_dir={results_root}",
+            *overrides,
+        ],
         multirun=True,
     )
     done = [p for p in plan if p.done]

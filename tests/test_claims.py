@@ -146,3 +146,36 @@ def test_missing_runs_give_incomplete_not_a_verdict(tmp_path):
 def test_unknown_claim_names_the_known_ones():
     with pytest.raises(UnknownClaim, match="unknown claim 'nope'; known: faster-convergence"):
         get_claim("nope")
+
+
+TINY_CLAIM = [
+    "dataset=synthetic",
+    "model.widths=[8,16]",
+    "train.epochs=1",
+    "progress=false",
+    "dataset.val_size=64",
+    "dataset.train_subset=256",
+    "dataset.test_subset=64",
+    "probes.batch_size=64",
+]
+
+
+@pytest.mark.parametrize("name", ["placement", "test-time-stats"])
+def test_a_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
+    """The claims-quick path for two claims: the sweep through the real CLI, then a verdict."""
+    from conftest import bnbench
+
+    claim = get_claim(name)
+    args = [
+        "run",
+        "-m",
+        f"experiment={claim.experiment}",
+        "profile=quick",
+        f"results_dir={tmp_path}",
+        *TINY_CLAIM,
+    ]
+    bnbench(*args, cwd=tmp_path)
+    result = verdict(name, tmp_path, "quick", tuple(TINY_CLAIM))
+    assert result.status in ("supported", "contradicted", "inconclusive")
+    assert result.n_done == result.n_planned and (result.cells["n"] == 3).all()
+    assert name.split("-")[0] in result.sentence or claim.metric[:20] in result.sentence
