@@ -17,7 +17,6 @@ from bnbench.claims import (
     overall,
     verdict,
 )
-from bnbench.plan import expand
 
 
 def pairs(diffs_by_cell: dict[str, list[float]]) -> pd.DataFrame:
@@ -128,13 +127,24 @@ def test_init_robustness_compares_spread_across_scales():
     assert overall(judge(measured, "lower")) == "supported"
 
 
-def test_every_claim_has_a_measure_and_a_sweep_that_expands():
+def test_every_claim_has_a_measure_and_a_quick_sweep_of_three_seeds():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from bnbench.config import register_configs
+    from bnbench.plan import CONF_DIR
+
     claims = load_claims()
     assert list(claims) == list(MEASURES) and len(claims) == 10
-    for claim in claims.values():
-        plan = expand([f"experiment={claim.experiment}", "profile=quick"], multirun=True)
-        assert len({p.config.seed for p in plan}) == 3, claim.name
-        assert claim.direction in ("higher", "lower")
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for claim in claims.values():
+            overrides = [f"experiment={claim.experiment}", "profile=quick"]
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            assert str(cfg.hydra.sweeper.params.seed) == "0,1,2", claim.name
+            assert cfg.sweep == claim.experiment and claim.direction in ("higher", "lower")
+    GlobalHydra.instance().clear()
 
 
 def test_missing_runs_give_incomplete_not_a_verdict(tmp_path):
