@@ -22,6 +22,8 @@ app = typer.Typer(
         "  bnbench run            # BN vs no-BN once each, ~3 min on 2 cores\n\n"
         "  bnbench run -m model.norm=batch,none optim.lr=0.01,0.1 seed=0,1\n\n"
         "  bnbench run experiment=smoke -m model.norm=batch,none\n\n"
+        "  bnbench report results/default\n\n"
+        "  bnbench claims show higher-lr\n\n"
         "  bnbench data fashion_mnist"
     ),
     no_args_is_help=True,
