@@ -68,10 +68,12 @@ def get_claim(name: str) -> Claim:
 # --- pairing -------------------------------------------------------------------------------
 
 
-def paired(runs: pd.DataFrame, values: pd.Series, factor: str, treatment, control) -> pd.DataFrame:
-    """treatment - control of `values` for runs equal in every other key, seed included.
-    `control=None` matches a null setting (e.g. no ghost batch)."""
-    keys = [c for c in identity_columns(runs) if c != factor]
+def paired(
+    runs: pd.DataFrame, values: pd.Series, factor: str, treatment, control, keys=None
+) -> pd.DataFrame:
+    """treatment - control of `values` for runs equal in `keys` (default: every other key,
+    seed included). `control=None` matches a null setting (e.g. no ghost batch)."""
+    keys = keys or [c for c in identity_columns(runs) if c != factor]
     frame = runs[keys].assign(value=values.to_numpy())
     is_control = runs[factor].isna() if control is None else runs[factor].eq(control)
     pairs = frame[runs[factor].eq(treatment)].merge(
@@ -130,10 +132,7 @@ def best_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def paired_on_seed(runs, values, factor, treatment, control) -> pd.DataFrame:
     """Pairs matched by seed alone (the arms may differ in other settings, e.g. their LR)."""
-    frame = runs[["seed"]].assign(value=values.to_numpy())
-    t, c = frame[runs[factor].eq(treatment)], frame[runs[factor].eq(control)]
-    pairs = t.merge(c, on="seed", suffixes=("_t", "_c"))
-    return pairs.assign(diff=pairs["value_t"] - pairs["value_c"])
+    return paired(runs, values, factor, treatment, control, keys=["seed"])
 
 
 def higher_lr(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
