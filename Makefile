@@ -40,7 +40,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 # One claim: its sweep (finished runs are skipped, so this resumes), its report, its verdict.
-# PROFILE=quick: 3 seeds on a small subset; full (default): 5 seeds, 10 000 images.
+# PROFILE=quick: 3 seeds on a small subset; full (default): 5 seeds, 5 000 images, 2 workers.
 $(addprefix claim-,$(CLAIMS)): claim-%: install data
 	$(BNBENCH) run -m experiment=claim_$(subst -,_,$*) profile=$(PROFILE)
 	$(BNBENCH) report results/$(PROFILE)/claim_$(subst -,_,$*)

@@ -136,7 +136,9 @@ def paired_on_seed(runs, values, factor, treatment, control) -> pd.DataFrame:
 
 
 def higher_lr(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
-    """Per arm and seed: log10 of the largest LR that trains; width of the near-best range."""
+    """Per arm and seed: log10 of the largest LR that trains; width of the near-best range.
+    Per LR: val accuracy BN - no-BN (a diverged run at chance), which stays informative when
+    an arm trains at no LR at all and the largest-LR difference hits the grid's floor."""
     val = scored(runs, "val_acc")
     chance = runs["chance_acc"]
     trains = runs["status"].eq("completed") & (
@@ -166,6 +168,7 @@ def higher_lr(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
         out.append(
             pd.DataFrame({"seed": wide.index, "diff": wide["batch"] - wide["none"], "cell": cell})
         )
+    out.append(factor_effect(runs, points(val), "model.norm", "batch", "none", "val acc, "))
     return pd.concat(out, ignore_index=True)
 
 

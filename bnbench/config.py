@@ -91,7 +91,7 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 128
     log_every: int = 20  # steps between rows of steps.csv
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: about 1.4x faster on CPU (max-pool 5-15x) than NCHW
     diverge_factor: float = 10.0  # loss above this multiple of its first value = diverged
     checkpoint: bool = False  # save the state every epoch; a killed run resumes from it
 
@@ -238,6 +238,7 @@ NOT_IDENTITY = (
     "threads",
     "progress",
     "train.checkpoint",
+    "train.channels_last",  # memory layout: like threads, changes speed, not the experiment
 )
 
 
