@@ -94,6 +94,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC: about 1.4x faster on CPU (max-pool 5-15x) than NCHW
     diverge_factor: float = 10.0  # loss above this multiple of its first value = diverged
     checkpoint: bool = False  # save the state every epoch; a killed run resumes from it
+    amp: bool = False  # CUDA only: bf16 autocast for training steps, normalization in fp32
 
 
 PROBES = ("ics", "percentiles", "layer_stats", "one_step", "test_time", "variance_shift")
@@ -217,6 +218,8 @@ def validate(cfg: Config) -> None:
         _refuse("probes.every", cfg.probes.every, "must be >= 1")
     if not 1 <= cfg.probes.batch_size <= n_train:
         _refuse("probes.batch_size", cfg.probes.batch_size, f"must be in [1, {n_train}]")
+    if t.amp and cfg.device == "cpu":
+        _refuse("train.amp", t.amp, "needs device=cuda (or auto on a machine with a GPU)")
     if cfg.threads is not None and cfg.threads < 1:
         _refuse("threads", cfg.threads, "must be >= 1 (or null for automatic)")
 

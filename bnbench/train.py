@@ -34,7 +34,7 @@ from torch import nn
 from bnbench import __version__
 from bnbench.config import Config, OptimConfig, run_id
 from bnbench.data import Splits, load_splits
-from bnbench.model import build_model
+from bnbench.model import build_model, norm_layers
 from bnbench.store import (
     METRIC_COLUMNS,
     PROBE_COLUMNS,
@@ -141,6 +141,8 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(cfg.optim, model, device)
+    if cfg.train.amp:
+        keep_norms_fp32(model)
 
     epochs, batch = cfg.train.epochs, cfg.train.batch_size
     steps_per_epoch = len(splits.train_y) // batch  # the partial last batch is dropped
@@ -269,8 +271,11 @@ def train_epoch(
     model.train()
     batch, log_every = cfg.train.batch_size, cfg.train.log_every
     device = splits.train_x.device
-    check_every = 1 if device.type == "cpu" else log_every  # host reads are free only on CPU
+    # Reading the loss on the host is free on CPU, so a diverging run stops at once; on a GPU
+    # it is a sync, so the loss is read once per epoch (a NaN persists to the epoch's end).
+    check_every = 1 if device.type == "cpu" else steps_per_epoch
     channels_last = cfg.train.channels_last
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     grad_norm_sum = torch.zeros((), device=device)
@@ -288,8 +293,9 @@ def train_epoch(
         x, y = splits.train_x[idx], splits.train_y[idx]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with amp:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm_sum += torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
@@ -409,7 +415,26 @@ def setup_runtime(cfg: Config, parallel_jobs: int = 1) -> torch.device:
     torch.set_flush_denormal(True)  # a diverging no-BN run otherwise crawls through denormals
     threads = cfg.threads or max(1, available_cores() // max(1, parallel_jobs))
     torch.set_num_threads(threads)
-    return resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    if cfg.train.amp and device.type != "cuda":
+        raise RuntimeError("train.amp=true needs a CUDA device; this machine has none")
+    return device
+
+
+def keep_norms_fp32(model: nn.Module) -> None:
+    """Under autocast, run every normalization layer in fp32 (its input cast up, autocast off
+    inside): batch statistics of bf16 activations lose too much precision. Module paths and
+    the state dict stay as they are."""
+    for norm in norm_layers(model):
+        if isinstance(norm, nn.Identity):
+            continue
+        forward = norm.forward
+
+        def fp32_forward(x: torch.Tensor, forward=forward) -> torch.Tensor:
+            with torch.autocast(x.device.type, enabled=False):
+                return forward(x.float())
+
+        norm.forward = fp32_forward
 
 
 def available_cores() -> int:
