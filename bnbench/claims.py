@@ -305,6 +305,7 @@ class Verdict:
     cells: pd.DataFrame  # cell, mean, lo, hi, n, p, p_holm, method, verdict
     n_planned: int
     n_done: int
+    profile: str
 
 
 def judge(pairs: pd.DataFrame, direction: str) -> pd.DataFrame:
@@ -337,12 +338,35 @@ def overall(cells: pd.DataFrame) -> str:
     return "inconclusive"
 
 
+def launch_overrides(sweep: Path) -> tuple[str | None, tuple[str, ...]]:
+    """(profile, other overrides) the sweep was last launched with, from the multirun.yaml
+    Hydra writes into it, so that a verdict plans exactly the runs the sweep made; where it
+    ran is left out (the results may have moved). (None, ()) when there is no such file."""
+    path = sweep / "multirun.yaml"
+    if not path.exists():
+        return None, ()
+    task = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("overrides", {})
+    task = task.get("task") or []
+    profile = next((o.split("=", 1)[1] for o in task if o.startswith("profile=")), None)
+    where = ("profile=", "experiment=", "results_dir=", "sweep=", "hydra")
+    return profile, tuple(o for o in task if not o.startswith(where))
+
+
 def verdict(
-    name: str, results_root: str | Path, profile: str = "full", overrides: tuple = ()
+    name: str,
+    results_root: str | Path,
+    profile: str | None = None,
+    overrides: tuple[str, ...] | None = None,
 ) -> Verdict:
-    """The claim's verdict from its sweep under results_root, as planned by the profile
-    (plus any `overrides` the sweep was run with)."""
+    """The claim's verdict from its sweep under results_root, as planned by the profile plus
+    the overrides the sweep was run with. Both default to what the sweep's multirun.yaml
+    records; without one, the profile is `quick` under a directory named quick, else `full`."""
     claim = get_claim(name)
+    launched_profile, launched = launch_overrides(Path(results_root) / claim.experiment)
+    if profile is None:
+        quick = Path(results_root).name == "quick"
+        profile = launched_profile or ("quick" if quick else "full")
+    overrides = launched if overrides is None else overrides
     plan = expand(
         [
             f"experiment={claim.experiment}",
@@ -359,7 +383,7 @@ def verdict(
             f"in {Path(results_root) / plan[0].config.sweep}; run `make claim-{name} "
             f"PROFILE={profile}` to finish it (finished runs are kept)."
         )
-        return Verdict(claim, "incomplete", sentence, pd.DataFrame(), len(plan), len(done))
+        return Verdict(claim, "incomplete", sentence, pd.DataFrame(), len(plan), len(done), profile)
     sweep = Path(results_root) / plan[0].config.sweep
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedRunWarning)  # only the planned runs matter here
@@ -367,7 +391,8 @@ def verdict(
     runs = runs[runs["run_id"].isin({p.run_id for p in plan})].reset_index(drop=True)
     cells = judge(MEASURES[name](runs, sweep), claim.direction)
     status = overall(cells)
-    return Verdict(claim, status, describe(claim, status, cells), cells, len(plan), len(done))
+    sentence = describe(claim, status, cells)
+    return Verdict(claim, status, sentence, cells, len(plan), len(done), profile)
 
 
 def describe(claim: Claim, status: str, cells: pd.DataFrame) -> str:

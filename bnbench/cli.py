@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 import typer
@@ -358,16 +357,17 @@ def claims_show(name: str) -> None:
 def claims_verdict(
     name: str,
     results_dir: str = typer.Argument(None, help="results root holding claim_* sweeps"),
-    profile: str = typer.Option(None, help="quick | full (default: from RESULTS_DIR's name)"),
+    profile: str = typer.Option(
+        None, help="quick | full (default: the one the sweep was run with, else full)"
+    ),
 ) -> None:
     from bnbench.claims import verdict
 
     claim = _claim(name)
-    if profile is None:
-        profile = "quick" if results_dir and Path(results_dir).name == "quick" else "full"
-    if profile not in ("quick", "full"):
+    if profile not in (None, "quick", "full"):
         fail(f"invalid --profile={profile!r}: allowed: quick | full")
-    result = verdict(claim.name, results_dir or f"results/{profile}", profile)
+    result = verdict(claim.name, results_dir or f"results/{profile or 'full'}", profile)
+    profile = result.profile
     if result.status == "incomplete":
         console.print(result.sentence, markup=False)
         raise typer.Exit(3)

@@ -58,8 +58,8 @@ class ReportResult:
     results_dir: Path
     report_md: Path
     report_html: Path
-    runs_csv: Path
-    curves_csv: Path
+    runs_csv: Path | None  # None for a results root's index
+    curves_csv: Path | None
     figures: list[Path]  # PNG and SVG of each figure
     n_runs: int  # finished runs read
     skipped: list[tuple[Path, str]]  # (run_dir, reason)
@@ -67,7 +67,8 @@ class ReportResult:
 
     @property
     def written(self) -> list[Path]:
-        return [self.runs_csv, self.curves_csv, *self.figures, self.report_md, self.report_html]
+        tables = [p for p in (self.runs_csv, self.curves_csv) if p is not None]
+        return [*tables, *self.figures, self.report_md, self.report_html]
 
 
 @dataclass
@@ -92,6 +93,13 @@ def fmt_diff(mean: float, lo: float, hi: float) -> str:
         return "-"
     text = f"{100 * mean:+.1f}"
     return text + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if not np.isnan(lo) else "")
+
+
+def fmt_effect(mean: float, lo: float, hi: float) -> str:
+    """A claim's effect in its own units (points, decades, ...): '+2.49 [-2.94, +7.92]'."""
+    if np.isnan(mean):
+        return "-"
+    return f"{mean:+.3g}" + (f" [{lo:+.3g}, {hi:+.3g}]" if not np.isnan(lo) else "")
 
 
 def fmt_p(p: float) -> str:
@@ -271,16 +279,23 @@ def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, nam
     return blocks
 
 
+def claim_of(sweep: Path):
+    """The claim whose experiment made this sweep (its directory name), or None."""
+    from bnbench.claims import load_claims
+
+    return next((c for c in load_claims().values() if c.experiment == sweep.name), None)
+
+
 def claim_blocks(sweep: Path) -> list:
     """For a claim's sweep (results/<profile>/claim_*): its verdict, table and figure."""
-    from bnbench.claims import load_claims, verdict
+    from bnbench.claims import verdict
     from bnbench.plots import plot_claim, save
 
-    claim = next((c for c in load_claims().values() if c.experiment == sweep.name), None)
+    claim = claim_of(sweep)
     if claim is None:
         return []
-    profile = "quick" if sweep.parent.name == "quick" else "full"
-    result = verdict(claim.name, sweep.parent, profile)
+    result = verdict(claim.name, sweep.parent)
+    profile = result.profile
     heading = ("h2", f"Claim {claim.number}, {claim.name}: {result.status}")
     quote = ("p", f"\u201c{claim.text}\u201d ({claim.source}). {result.sentence}")
     if result.status == "incomplete":
@@ -290,7 +305,7 @@ def claim_blocks(sweep: Path) -> list:
         table.rows.append(
             [
                 str(row.cell),
-                fmt_diff(row.mean, row.lo, row.hi),
+                fmt_effect(row.mean, row.lo, row.hi),
                 str(row.n),
                 fmt_p(row.p),
                 fmt_p(row.p_holm),
@@ -377,11 +392,23 @@ def to_html(blocks: list) -> str:
 # --- entry points --------------------------------------------------------------------------
 
 
+def sweeps_under(root: Path) -> list[Path]:
+    """The sweeps directly under a results root: its subdirectories holding runs/."""
+    if root.name == "runs" or (root / "runs").is_dir():
+        return []  # root is a sweep itself
+    return sorted(p for p in root.iterdir() if (p / "runs").is_dir())
+
+
 def build_report(results_dir: str | Path) -> ReportResult:
-    """Aggregate, draw and write the report for every finished run under results_dir."""
+    """Aggregate, draw and write the report for every finished run under results_dir; for a
+    results root holding several sweeps, one report per sweep and an index with the claims'
+    verdicts."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoRunsError(f"no results directory at {results_dir}")
+    sweeps = sweeps_under(results_dir)
+    if sweeps:
+        return build_index(results_dir, [build_report(sweep) for sweep in sweeps])
     agg = aggregate(results_dir)
     if agg.runs.empty:
         why = f" ({len(agg.skipped)} skipped as unfinished or corrupt)" if agg.skipped else ""
@@ -407,7 +434,65 @@ def build_report(results_dir: str | Path) -> ReportResult:
     )
 
 
+def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
+    """REPORT.md and report.html at a results root: the claims' verdicts, then every sweep."""
+    verdicts = Table(["claim", "verdict", "strongest cell", "mean diff [95% CI]", "n", "report"])
+    sweeps = Table(["sweep", "runs", "skipped", "report"])
+    for report in sorted(reports, key=lambda r: sweep_order(r.results_dir)):
+        link = report.report_md.relative_to(root).as_posix()
+        sweeps.rows.append(
+            [report.results_dir.name, str(report.n_runs), str(len(report.skipped)), link]
+        )
+        row = verdict_row(report.results_dir)
+        if row:
+            verdicts.rows.append([*row, link])
+    n_runs = sum(r.n_runs for r in reports)
+    blocks: list = [("h1", f"bnbench report: {root.resolve().name}")]
+    blocks.append(("p", f"{len(reports)} sweep(s), {n_runs} finished run(s)."))
+    if verdicts.rows:
+        blocks += [("h2", "Claims"), ("table", verdicts)]
+    blocks += [("h2", "Sweeps"), ("table", sweeps)]
+    report_md, report_html = root / "REPORT.md", root / "report.html"
+    write_atomic(report_md, to_markdown(blocks, root))
+    write_atomic(report_html, to_html(blocks))
+    return ReportResult(
+        results_dir=root,
+        report_md=report_md,
+        report_html=report_html,
+        runs_csv=None,
+        curves_csv=None,
+        figures=[f for r in reports for f in r.figures],
+        n_runs=n_runs,
+        skipped=[s for r in reports for s in r.skipped],
+        headline=text_table(verdicts if verdicts.rows else sweeps),
+    )
+
+
+def sweep_order(sweep: Path) -> tuple:
+    """Claim sweeps first, by claim number; then the rest by name."""
+    claim = claim_of(sweep)
+    return (0, claim.number, "") if claim else (1, 0, sweep.name)
+
+
+def verdict_row(sweep: Path) -> list[str] | None:
+    """claim, verdict, strongest cell, its effect and n, for a claim's sweep; else None."""
+    from bnbench.claims import verdict
+
+    claim = claim_of(sweep)
+    if claim is None:
+        return None
+    result = verdict(claim.name, sweep.parent)
+    name = f"{claim.number}. {claim.name}"
+    if result.status == "incomplete":
+        return [name, f"incomplete ({result.n_done} of {result.n_planned} runs)", "", "", ""]
+    best = result.cells.loc[result.cells["p_holm"].fillna(1).idxmin()]
+    effect = fmt_effect(best["mean"], best["lo"], best["hi"])
+    return [name, result.status, str(best["cell"]), effect, str(int(best["n"]))]
+
+
 def headline_text(result: ReportResult) -> str:
     """The headline comparison as a short plain-text table, for the CLI to print."""
+    if result.runs_csv is None:  # a results root's index: the verdicts or the sweeps
+        return result.headline
     note = "mean ± 95% CI over runs, pooled over the sweep; diverged runs count at chance"
     return f"{result.headline}\n({note})"

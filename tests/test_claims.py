@@ -189,3 +189,26 @@ def test_a_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
     assert result.status in ("supported", "contradicted", "inconclusive")
     assert result.n_done == result.n_planned and (result.cells["n"] == 3).all()
     assert name.split("-")[0] in result.sentence or claim.metric[:20] in result.sentence
+    # Without being told, the verdict plans the sweep as it was launched (multirun.yaml).
+    inferred = verdict(name, tmp_path)
+    assert (inferred.profile, inferred.status) == ("quick", result.status)
+    pd.testing.assert_frame_equal(inferred.cells, result.cells)
+
+
+def test_a_results_root_report_indexes_the_claims_verdicts(tmp_path):
+    """`bnbench report ROOT` reports each sweep and writes an index with each claim's verdict."""
+    from conftest import bnbench
+
+    from bnbench.report import build_report
+
+    claim = get_claim("placement")
+    args = ["run", "-m", f"experiment={claim.experiment}", "profile=quick", *TINY_CLAIM]
+    bnbench(*args, f"results_dir={tmp_path}", cwd=tmp_path)
+    bnbench("run", *TINY_CLAIM, f"results_dir={tmp_path}", cwd=tmp_path)  # sweep `default`
+    result = build_report(tmp_path)
+    status = verdict("placement", tmp_path).status
+    index = (tmp_path / "REPORT.md").read_text()
+    assert f"| 9. placement | {status} |" in index
+    assert "claim_placement/REPORT.md" in index and "default/REPORT.md" in index
+    assert result.n_runs == 13 and (tmp_path / "claim_placement" / "figures" / "claim.png").exists()
+    assert (tmp_path / "default" / "REPORT.md").exists()
