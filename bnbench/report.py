@@ -418,9 +418,7 @@ def build_report(results_dir: str | Path) -> ReportResult:
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, out.resolve().name)
     blocks[1:1] = claim_blocks(out)
-    report_md, report_html = out / "REPORT.md", out / "report.html"
-    write_atomic(report_md, to_markdown(blocks, out))
-    write_atomic(report_html, to_html(blocks))
+    report_md, report_html = write_reports(blocks, out)
     return ReportResult(
         results_dir=out,
         report_md=report_md,
@@ -432,6 +430,14 @@ def build_report(results_dir: str | Path) -> ReportResult:
         skipped=agg.skipped,
         headline=text_table(headline),
     )
+
+
+def write_reports(blocks: list, directory: Path) -> tuple[Path, Path]:
+    """The blocks as REPORT.md and report.html in directory."""
+    report_md, report_html = directory / "REPORT.md", directory / "report.html"
+    write_atomic(report_md, to_markdown(blocks, directory))
+    write_atomic(report_html, to_html(blocks))
+    return report_md, report_html
 
 
 def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
@@ -452,9 +458,7 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
     if verdicts.rows:
         blocks += [("h2", "Claims"), ("table", verdicts)]
     blocks += [("h2", "Sweeps"), ("table", sweeps)]
-    report_md, report_html = root / "REPORT.md", root / "report.html"
-    write_atomic(report_md, to_markdown(blocks, root))
-    write_atomic(report_html, to_html(blocks))
+    report_md, report_html = write_reports(blocks, root)
     return ReportResult(
         results_dir=root,
         report_md=report_md,
