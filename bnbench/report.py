@@ -64,6 +64,7 @@ class ReportResult:
     n_runs: int  # finished runs read
     skipped: list[tuple[Path, str]]  # (run_dir, reason)
     headline: str  # plain-text headline table
+    verdict: object = None  # bnbench.claims.Verdict for a claim's sweep
 
     @property
     def written(self) -> list[Path]:
@@ -286,16 +287,21 @@ def claim_of(sweep: Path):
     return next((c for c in load_claims().values() if c.experiment == sweep.name), None)
 
 
-def claim_blocks(sweep: Path) -> list:
-    """For a claim's sweep (results/<profile>/claim_*): its verdict, table and figure."""
+def claim_verdict(sweep: Path):
+    """The verdict of the claim whose sweep this is, or None for any other sweep."""
     from bnbench.claims import verdict
-    from bnbench.plots import plot_claim, save
 
     claim = claim_of(sweep)
-    if claim is None:
+    return None if claim is None else verdict(claim.name, sweep.parent)
+
+
+def claim_blocks(sweep: Path, result) -> list:
+    """For a claim's sweep (results/<profile>/claim_*): its verdict, table and figure."""
+    from bnbench.plots import plot_claim, save
+
+    if result is None:
         return []
-    result = verdict(claim.name, sweep.parent)
-    profile = result.profile
+    claim, profile = result.claim, result.profile
     heading = ("h2", f"Claim {claim.number}, {claim.name}: {result.status}")
     quote = ("p", f"\u201c{claim.text}\u201d ({claim.source}). {result.sentence}")
     if result.status == "incomplete":
@@ -417,7 +423,8 @@ def build_report(results_dir: str | Path) -> ReportResult:
     figures = make_figures(agg.runs, agg.curves, out / "figures")
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, out.resolve().name)
-    blocks[1:1] = claim_blocks(out)
+    verdict = claim_verdict(out)
+    blocks[1:1] = claim_blocks(out, verdict)
     report_md, report_html = write_reports(blocks, out)
     return ReportResult(
         results_dir=out,
@@ -429,6 +436,7 @@ def build_report(results_dir: str | Path) -> ReportResult:
         n_runs=len(agg.runs),
         skipped=agg.skipped,
         headline=text_table(headline),
+        verdict=verdict,
     )
 
 
@@ -449,7 +457,7 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
         sweeps.rows.append(
             [report.results_dir.name, str(report.n_runs), str(len(report.skipped)), link]
         )
-        row = verdict_row(report.results_dir)
+        row = verdict_row(report.verdict)
         if row:
             verdicts.rows.append([*row, link])
     n_runs = sum(r.n_runs for r in reports)
@@ -478,15 +486,11 @@ def sweep_order(sweep: Path) -> tuple:
     return (0, claim.number, "") if claim else (1, 0, sweep.name)
 
 
-def verdict_row(sweep: Path) -> list[str] | None:
+def verdict_row(result) -> list[str] | None:
     """claim, verdict, strongest cell, its effect and n, for a claim's sweep; else None."""
-    from bnbench.claims import verdict
-
-    claim = claim_of(sweep)
-    if claim is None:
+    if result is None:
         return None
-    result = verdict(claim.name, sweep.parent)
-    name = f"{claim.number}. {claim.name}"
+    name = f"{result.claim.number}. {result.claim.name}"
     if result.status == "incomplete":
         return [name, f"incomplete ({result.n_done} of {result.n_planned} runs)", "", "", ""]
     best = result.cells.loc[result.cells["p_holm"].fillna(1).idxmin()]
