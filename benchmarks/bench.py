@@ -50,9 +50,10 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Time both loops round by round; write bench.csv and bench.json; return the summary."""
-    from bnbench.train import available_cores
+    from bnbench.train import available_cores, keep_freed_memory
 
     torch.set_flush_denormal(True)
+    keep_freed_memory()  # the runner's process setting; the reference loop shares the process
     torch.set_num_threads(opts.threads or available_cores())
     device = resolve_device(opts.device)
     rows, compile_s, flops_per_image = [], {}, {}

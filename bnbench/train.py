@@ -12,6 +12,7 @@ train.checkpoint=true it resumes from its last finished epoch after a kill.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import platform
@@ -50,7 +51,7 @@ from bnbench.store import (
     write_json,
 )
 
-EVAL_BATCH = 1000
+EVAL_BATCH = 256  # activations of 1000 images spill the CPU caches: 20-40% slower per image
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -413,12 +414,33 @@ def lr_schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int):
 def setup_runtime(cfg: Config, parallel_jobs: int = 1) -> torch.device:
     """Pick the device, set threads (never more than cores), flush denormals on CPU."""
     torch.set_flush_denormal(True)  # a diverging no-BN run otherwise crawls through denormals
+    keep_freed_memory()
     threads = cfg.threads or max(1, available_cores() // max(1, parallel_jobs))
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     if cfg.train.amp and device.type != "cuda":
         raise RuntimeError("train.amp=true needs a CUDA device; this machine has none")
     return device
+
+
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX = -1, -3, 32 * 2**20
+
+
+def keep_freed_memory() -> None:
+    """Keep freed activations in the heap for the next step instead of returning them to the OS.
+
+    By default glibc serves each multi-MB activation with a fresh mmap and unmaps it when
+    freed, so every training step page-faults its activations back in: on this project's
+    CNN that is about a tenth of a CPU step (measured: 560 000 page faults in 400 steps,
+    140 000 with this). A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, 2**30)
 
 
 def keep_norms_fp32(model: nn.Module) -> None:

@@ -276,8 +276,9 @@ def test_a_run_whose_claim_is_taken_over_stops_without_writing_results(results, 
     def take_over_after_first_epoch() -> None:
         while not (directory / "metrics.csv").exists():
             time.sleep(0.01)
-        (directory / CLAIM_FILE).unlink()
-        plant_claim(directory, host="elsewhere", pid=1)
+        # In one rename, as a real take-over does: the run must never see the claim missing.
+        staged = plant_claim(results / "staged", host="elsewhere", pid=1)
+        os.replace(staged, directory / CLAIM_FILE)
 
     threading.Thread(target=take_over_after_first_epoch, daemon=True).start()
     assert execute(cfg) == "claimed"
