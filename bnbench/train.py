@@ -51,7 +51,7 @@ from bnbench.store import (
     write_json,
 )
 
-EVAL_BATCH = 256  # activations of 1000 images spill the CPU caches: 20-40% slower per image
+EVAL_BATCH = 256  # activations of 1000 images spill the CPU caches: 15-40% slower per image
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
