@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import pandas as pd
 import pytest
@@ -104,3 +107,34 @@ def test_lr_schedules(changes, expected):
     for step, value in enumerate(expected):
         if value is not None:
             assert lr_at(step) == pytest.approx(value)
+
+
+# Page faults taken by ten training steps (after ten of warm-up), half-width CNN, batch 128.
+PAGE_FAULTS_PER_10_STEPS = textwrap.dedent("""
+    import resource, torch
+    import torch.nn.functional as F
+    from bnbench.config import ModelConfig
+    from bnbench.model import build_model
+    from bnbench.train import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    model = build_model(ModelConfig(widths=[16, 32, 64]), 1, 10, seed=0)
+    x, y = torch.randn(128, 1, 28, 28), torch.zeros(128, dtype=torch.int64)
+    for step in range(20):
+        if step == 10:  # after the warm-up, the heap holds what a step needs
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        F.cross_entropy(model(x), y).backward()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt only")
+def test_training_steps_reuse_freed_activations_instead_of_page_faulting():
+    # glibc's default mmaps multi-MB activations afresh: 17 000-44 000 faults measured, 0-800
+    # with keep_freed_memory. A fresh process: the setting is process-wide, set by other tests.
+    out = subprocess.run(
+        [sys.executable, "-c", PAGE_FAULTS_PER_10_STEPS], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) < 5000
