@@ -226,14 +226,26 @@ def gradient_flow(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
 
 
 def small_batch(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
+    """(A) BN's change in val accuracy from batch 128 to batch b, minus group norm's (the
+    difference in differences, paired by seed); (B) ghost batch g - the whole batch of 128."""
     val = points(scored(runs, "val_acc"))
-    sizes = sorted(runs["model.ghost_batch_size"].dropna().unique())
+    whole = runs["model.ghost_batch_size"].isna()
+    change = {}  # norm -> per-seed val acc change from batch 128 to each smaller batch
+    for norm in ("batch", "group"):
+        arm = runs[whole & runs["model.norm"].eq(norm)]
+        wide = val[arm.index].groupby([arm["seed"], arm["train.batch_size"]]).mean()
+        wide = wide.unstack("train.batch_size")
+        change[norm] = wide.sub(wide[128], axis=0).drop(columns=128)
+    did = (change["batch"] - change["group"]).dropna(how="all")
     parts = [
-        paired(runs, val, "model.ghost_batch_size", g, None).assign(
-            cell=f"ghost batch {int(g)} vs whole batch"
+        pd.DataFrame({"seed": did.index, "diff": did[b].to_numpy()}).assign(
+            cell=f"batch {b} vs 128 (LR scaled), BN's change - group norm's"
         )
-        for g in sizes
+        for b in did.columns
     ]
+    for g in sorted(runs["model.ghost_batch_size"].dropna().unique()):
+        pairs = paired(runs, val, "model.ghost_batch_size", g, None)
+        parts.append(pairs.assign(cell=f"ghost batch {int(g)} vs whole batch of 128"))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -129,12 +129,20 @@ def is_numeric(values: list) -> bool:
 
 
 def panels(runs: pd.DataFrame, factor: str | None) -> list[tuple[str, pd.DataFrame]]:
-    """One (title, runs) per combination of the swept factors other than `factor`."""
-    others = [c for c in factors(runs) if c != factor]
+    """One (title, runs) per combination of the swept factors other than `factor`, leaving
+    out those that `factor` determines (an LR scaled with the batch size is not a panel)."""
+    others = [c for c in factors(runs) if c != factor and not determined(runs, c, factor)]
     if not others:
         return [("", runs)]
     groups = runs.groupby(others, dropna=False, sort=True)
     return [(cell_label(others, key), group) for key, group in groups]
+
+
+def determined(runs: pd.DataFrame, column: str, by: str | None) -> bool:
+    """Whether every value of `by` comes with a single value of `column`."""
+    if by is None:
+        return False
+    return bool(runs.groupby(by, dropna=False)[column].nunique(dropna=False).max() <= 1)
 
 
 def grid(n: int, width: float = 4.4, height: float = 3.4) -> tuple[Figure, list[Axes]]:

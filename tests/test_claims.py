@@ -15,6 +15,7 @@ from bnbench.claims import (
     judge,
     load_claims,
     overall,
+    small_batch,
     verdict,
 )
 
@@ -125,6 +126,51 @@ def test_init_robustness_compares_spread_across_scales():
     measured = init_robustness(runs_table(rows), sweep=None)
     assert measured["diff"].round(6).tolist() == [-70.0] * 4  # 0 vs 70 points of spread
     assert overall(judge(measured, "lower")) == "supported"
+
+
+def test_small_batch_nets_out_group_norms_change_and_pairs_ghost_batches():
+    rows = []
+    for seed in range(4):
+        wobble = 0.001 * seed  # seeds differ, and the small-batch BN arms by twice as much
+        for norm, batch, ghost, acc in [
+            ("batch", 128, None, 0.80),
+            ("batch", 2, None, 0.60),  # BN loses 20 points at batch 2 ...
+            ("group", 128, None, 0.70),
+            ("group", 2, None, 0.65),  # ... group norm 5: BN's own loss is 15
+            ("batch", 128, 2.0, 0.75),  # ghost batch 2 within batch 128: 5 points
+        ]:
+            rows.append(
+                {
+                    "model.norm": norm,
+                    "train.batch_size": batch,
+                    "optim.lr": 0.05 * batch / 128,  # scaled with the batch, as the arms do
+                    "model.ghost_batch_size": ghost,
+                    "seed": seed,
+                    "status": "completed",
+                    "val_acc": acc + wobble * (2 if ghost or (norm, batch) == ("batch", 2) else 1),
+                }
+            )
+    measured = small_batch(runs_table(rows), sweep=None)
+    by_cell = measured.groupby("cell")["diff"].apply(lambda d: d.round(6).tolist())
+    extra = [0.0, 0.1, 0.2, 0.3]  # points: the BN arms' extra wobble
+    did = by_cell["batch 2 vs 128 (LR scaled), BN's change - group norm's"]
+    assert did == [round(-15 + e, 6) for e in extra]
+    assert by_cell["ghost batch 2 vs whole batch of 128"] == [round(-5 + e, 6) for e in extra]
+    assert overall(judge(measured, "lower")) == "supported"
+
+
+def test_the_small_batch_arms_set_batch_lr_and_norm_together():
+    from bnbench.plan import expand
+
+    plan = expand(["experiment=claim_small_batch", "profile=quick"], multirun=True)
+    arms = {
+        (p.config.model.norm, p.config.train.batch_size, p.config.model.ghost_batch_size)
+        for p in plan
+    }
+    assert len(plan) == 3 * len(arms) == 33
+    assert ("group", 2, None) in arms and ("batch", 128, 2) in arms
+    for p in plan:  # linear scaling: 0.05 at batch 128
+        assert p.config.optim.lr == pytest.approx(0.05 * p.config.train.batch_size / 128)
 
 
 def test_every_claim_has_a_measure_and_a_quick_sweep_of_three_seeds():

@@ -196,6 +196,15 @@ def test_batch_size_axis_is_log2():
     assert ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
 
 
+def test_an_lr_scaled_with_the_batch_does_not_split_the_batch_size_figure():
+    runs, _ = fake_runs(**{"train.batch_size": [2, 8, 128]})
+    runs["optim.lr"] = 0.05 * runs["train.batch_size"] / 128
+    # one panel with all three batch sizes, not one single-point panel per LR
+    assert len(plot_factor(runs, "train.batch_size").axes) == 1
+    runs["optim.lr"] = np.where(runs["seed"].eq(0), 0.1, 0.01)  # an independent factor is
+    assert len(plot_factor(runs, "train.batch_size").axes) == 2  # still a panel each
+
+
 def test_no_runs_is_a_clear_error(tmp_path: Path):
     with pytest.raises(NoRunsError, match="no results directory"):
         build_report(tmp_path / "missing")
