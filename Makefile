@@ -48,7 +48,7 @@ $(addprefix claim-,$(CLAIMS)): claim-%: install data
 
 claims: $(addprefix claim-,$(CLAIMS))  ## all ten, PROFILE=full unless given
 
-claims-quick:  ## all ten with the quick profile (about 15 minutes on 2 cores)
+claims-quick:  ## all ten with the quick profile (about 19 minutes on 2 cores)
 	$(MAKE) claims PROFILE=quick
 
 bench: install data  ## training throughput vs a plain PyTorch loop
