@@ -18,7 +18,7 @@ app = typer.Typer(
     help=(
         "Put the popular claims about batch normalization on trial.\n\n"
         "Examples:\n\n"
-        "  bnbench run            # BN vs no-BN once each, ~3.5 min on 2 cores\n\n"
+        "  bnbench run            # BN vs no-BN once each, ~1.5 min on 2 cores\n\n"
         "  bnbench run -m model.norm=batch,none optim.lr=0.01,0.1 seed=0,1\n\n"
         "  bnbench run experiment=smoke -m model.norm=batch,none\n\n"
         "  bnbench report results/default\n\n"
