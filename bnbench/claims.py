@@ -173,14 +173,15 @@ def higher_lr(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
 
 
 def init_robustness(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
-    """Spread (max - min) of final val accuracy across init scales, per arm and seed."""
+    """Spread (max - min) of final val accuracy across the inits (Gaussian scales, kaiming,
+    xavier), per arm and seed."""
     spread = points(scored(runs, "val_acc")).groupby([runs["model.norm"], runs["seed"]])
     wide = (spread.max() - spread.min()).unstack("model.norm")
     return pd.DataFrame(
         {
             "seed": wide.index,
             "diff": wide["batch"] - wide["none"],
-            "cell": "spread of val acc across init sigma (points)",
+            "cell": "spread of val acc across the inits (points)",
         }
     )
 

@@ -173,6 +173,15 @@ def test_the_small_batch_arms_set_batch_lr_and_norm_together():
         assert p.config.optim.lr == pytest.approx(0.05 * p.config.train.batch_size / 128)
 
 
+def test_the_init_arms_add_kaiming_and_xavier_to_the_gaussian_scales():
+    from bnbench.plan import expand
+
+    plan = expand(["experiment=claim_init_robustness", "profile=quick"], multirun=True)
+    inits = {(p.config.model.init, p.config.model.init_scale) for p in plan}
+    assert len(plan) == 2 * 7 * 3  # norm x init x seed
+    assert {("kaiming_normal", 1.0), ("xavier_normal", 1.0), ("normal", 0.0001)} <= inits
+
+
 def test_every_claim_has_a_measure_and_a_quick_sweep_of_three_seeds():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
