@@ -30,7 +30,7 @@ from bnbench.data import (
     load_splits,
 )
 from bnbench.model import build_model
-from bnbench.train import lr_schedule, make_optimizer, resolve_device, train_epoch
+from bnbench.train import lr_schedule, make_optimizer, train_epoch
 
 GEMM_SIZE = 1024
 
@@ -50,12 +50,11 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Time both loops round by round; write bench.csv and bench.json; return the summary."""
-    from bnbench.train import available_cores, keep_freed_memory
+    from bnbench.train import setup_runtime
 
-    torch.set_flush_denormal(True)
-    keep_freed_memory()  # the runner's process setting; the reference loop shares the process
-    torch.set_num_threads(opts.threads or available_cores())
-    device = resolve_device(opts.device)
+    # The runner's own process settings (threads, denormals, allocator); the reference loop
+    # shares the process, so it gets them too.
+    device = setup_runtime(Config(device=opts.device, threads=opts.threads))
     rows, compile_s, flops_per_image = [], {}, {}
     for norm in opts.norms:
         runner = RunnerLoop(opts, norm, device)
