@@ -55,7 +55,7 @@ bench: install data  ## training throughput vs a plain PyTorch loop
 	$(BNBENCH) bench
 
 bench-parallel: install data  ## 8 runs: sequential vs joblib workers
-	$(PY) -m benchmarks.parallel
+	$(PY) -m bnbench.bench_parallel
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -21,12 +21,23 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bnbench.config import NOT_IDENTITY, Config, flatten
-from bnbench.store import FINISHED, METRIC_COLUMNS, write_atomic
+from bnbench.config import NOT_IDENTITY, NUM_CLASSES, Config, flatten
+from bnbench.store import (
+    CONFIG_FILE,
+    FINAL_KEYS,
+    FINISHED,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    RUNS_DIR,
+    SUMMARY_FILE,
+    SUMMARY_REQUIRED,
+    write_atomic,
+)
 
-FINAL_COLUMNS = [c for c in METRIC_COLUMNS if c not in ("epoch", "lr", "epoch_time_s")]
+# runs.csv's final metrics: summary.json's "final" without the LR (the config's optim.lr
+# column already says it; for a schedule, the last LR is in curves.csv).
+FINAL_COLUMNS = [c for c in FINAL_KEYS if c != "lr"]
 EVAL_COLUMNS = ["val_loss", "val_acc", "test_loss", "test_acc"]
-NUM_CLASSES = {"synthetic": 4}  # every other dataset (fashion_mnist, mnist, cifar10) has 10
 TOP_LEVEL_KEYS = tuple(f.name for f in fields(Config))  # config keys without a dot: seed, sweep...
 
 
@@ -61,9 +72,9 @@ class Aggregate:
 def find_run_dirs(path: str | Path) -> list[Path]:
     """Run directories under a sweep dir, a results root with several sweeps, or a runs/ dir."""
     path = Path(path)
-    configs = set(path.glob("**/runs/*/config.yaml"))
-    if path.name == "runs":
-        configs |= set(path.glob("*/config.yaml"))
+    configs = set(path.glob(f"**/{RUNS_DIR}/*/{CONFIG_FILE}"))
+    if path.name == RUNS_DIR:
+        configs |= set(path.glob(f"*/{CONFIG_FILE}"))
     return sorted(c.parent for c in configs)
 
 
@@ -77,7 +88,7 @@ def read_run(directory: Path) -> Run:
 
 def _read_config(directory: Path) -> dict:
     try:
-        tree = yaml.safe_load((directory / "config.yaml").read_text())
+        tree = yaml.safe_load((directory / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError) as error:
         raise CorruptRun(f"config.yaml unreadable ({error.__class__.__name__})") from None
     if not isinstance(tree, dict) or "model" not in tree:
@@ -87,7 +98,7 @@ def _read_config(directory: Path) -> dict:
 
 
 def _read_finished_summary(directory: Path) -> dict:
-    path = directory / "summary.json"
+    path = directory / SUMMARY_FILE
     if not path.exists():
         raise CorruptRun("no summary.json (unfinished or killed run)")
     try:
@@ -98,9 +109,7 @@ def _read_finished_summary(directory: Path) -> dict:
     if status not in FINISHED:
         error = str(summary.get("error", ""))[:120]
         raise CorruptRun(f"status {status!r}" + (f": {error}" if error else ""))
-    missing = [
-        k for k in ("run_id", "epochs_completed", "final", "wall_time_s") if k not in summary
-    ]
+    missing = [k for k in SUMMARY_REQUIRED if k not in summary]
     missing += [f"final.{k}" for k in FINAL_COLUMNS if k not in (summary.get("final") or {})]
     if missing:
         raise CorruptRun(f"summary.json lacks {', '.join(missing)}")
@@ -111,7 +120,7 @@ def _read_metrics(directory: Path, summary: dict) -> pd.DataFrame:
     """metrics.csv, refused when truncated: a completed run has one full row per evaluated
     epoch; a diverged run has one more, without val/test columns."""
     try:
-        metrics = pd.read_csv(directory / "metrics.csv")
+        metrics = pd.read_csv(directory / METRICS_FILE)
     except (OSError, ValueError) as error:
         raise CorruptRun(f"metrics.csv unreadable ({error.__class__.__name__})") from None
     missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
@@ -156,8 +165,10 @@ def scan(path: str | Path) -> tuple[list[Run], list[tuple[Path, str]]]:
 # --- tables --------------------------------------------------------------------------------
 
 
-def chance_accuracy(dataset: str) -> float:
-    return 1.0 / NUM_CLASSES.get(dataset, 10)
+def chance_accuracy(summary: dict, dataset: str) -> float:
+    """1 / classes: from summary.json, or for runs recorded before it held num_classes, from
+    the dataset's known class count."""
+    return 1.0 / (summary.get("num_classes") or NUM_CLASSES.get(dataset, 10))
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
@@ -168,7 +179,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         row |= {k: s["final"][k] for k in FINAL_COLUMNS}
         row |= {k: s.get(k) for k in ("best_val_acc", "best_epoch", "epochs_completed")}
         row["wall_time_s"] = s["wall_time_s"]
-        row["chance_acc"] = chance_accuracy(run.config.get("dataset.name", ""))
+        row["chance_acc"] = chance_accuracy(s, run.config.get("dataset.name", ""))
         rows.append(row)
     table = pd.DataFrame(rows)
     if not rows:
@@ -233,7 +244,7 @@ def load_curves(path: str | Path) -> pd.DataFrame:
 def output_dir(path: str | Path) -> Path:
     """Where the aggregated files go: the sweep dir for a runs/ dir, else path itself."""
     path = Path(path)
-    return path.parent if path.name == "runs" else path
+    return path.parent if path.name == RUNS_DIR else path
 
 
 def aggregate(path: str | Path) -> Aggregate:

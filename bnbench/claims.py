@@ -26,6 +26,7 @@ import yaml
 from bnbench.aggregate import SkippedRunWarning, identity_columns, load_runs, varying_columns
 from bnbench.plan import CONF_DIR, expand
 from bnbench.stats import holm, mean_difference, scored
+from bnbench.store import METRICS_FILE, PROBES_FILE, run_path
 
 CLAIMS_FILE = Path(CONF_DIR) / "claims.yaml"
 ALPHA = 0.05
@@ -108,7 +109,7 @@ def points(series: pd.Series) -> pd.Series:
 
 def faster_convergence(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
     """Mean train loss over epochs (area under the curve); a diverged run at chance loss."""
-    curves = read_run_csvs(sweep, runs, "metrics.csv")
+    curves = read_run_csvs(sweep, runs, METRICS_FILE)
     auc = curves.groupby("run_id")["train_loss"].mean().reindex(runs["run_id"]).to_numpy()
     chance_loss = -np.log(runs["chance_acc"].to_numpy())
     auc = pd.Series(np.where(runs["status"].eq("diverged"), chance_loss, auc), index=runs.index)
@@ -210,7 +211,7 @@ def regularization(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
 
 def covariate_shift(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
     """1 - cos(G, G') averaged over layers (the first, always 0, left out) and probe steps."""
-    probes = read_run_csvs(sweep, runs, "probes.csv")
+    probes = read_run_csvs(sweep, runs, PROBES_FILE)
     ics = probes[probes["probe"].eq("ics_cos")]
     first = ics.groupby("run_id")["layer"].transform("first")
     shift = (1 - ics[ics["layer"] != first].groupby("run_id")["value"].mean()).reindex(
@@ -251,7 +252,7 @@ def small_batch(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
 
 
 def test_time_stats(runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
-    probes = read_run_csvs(sweep, runs, "probes.csv")
+    probes = read_run_csvs(sweep, runs, PROBES_FILE)
     acc = probes[probes["probe"].eq("test_time_acc")].pivot(
         index="run_id", columns="layer", values="value"
     )
@@ -308,7 +309,7 @@ def read_run_csvs(sweep: Path, runs: pd.DataFrame, name: str) -> pd.DataFrame:
     """One CSV per run (metrics.csv, probes.csv), stacked with its run_id."""
     frames = []
     for run_id in runs["run_id"]:
-        path = sweep / "runs" / run_id / name
+        path = run_path(sweep, run_id) / name
         if path.exists():
             frames.append(pd.read_csv(path).assign(run_id=run_id))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])

@@ -85,7 +85,7 @@ def run(
             except OSError as error:
                 reason = error.strerror or str(error)
                 fail(f"invalid results_dir={first.results_dir!r}: not writable ({reason})")
-        from bnbench.train import available_cores, sigterm_raises  # torch loads here
+        from bnbench.runtime import available_cores, sigterm_raises  # torch loads here
 
         if "hydra/launcher=submitit_local" in overrides and todo[0].config.threads is None:
             # submitit_local starts every job at once: share the cores instead of oversubscribing
@@ -128,7 +128,7 @@ def launch(overrides: list[str], multirun: bool) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_job(cfg: DictConfig) -> str:
-    from bnbench.train import execute  # torch loads only when something trains
+    from bnbench.runner import execute  # torch loads only when something trains
 
     return execute(to_config(cfg), parallel_jobs())
 
@@ -137,7 +137,7 @@ def parallel_jobs() -> int:
     """How many runs share this machine now (joblib's n_jobs; 1 for the basic launcher)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from bnbench.train import available_cores
+    from bnbench.runtime import available_cores
 
     n_jobs = HydraConfig.get().launcher.get("n_jobs", 1) or 1
     cores = available_cores()
@@ -255,7 +255,7 @@ def bench(
     steps: int = typer.Option(30, min=1, help="training steps per timed measurement"),
     out: str = typer.Option("results/bench", help="directory for bench.csv and bench.json"),
 ) -> None:
-    from benchmarks.bench import BenchOptions, run_bench
+    from bnbench.bench import BenchOptions, run_bench
 
     for value in norm:
         if value not in NORMS:

@@ -36,6 +36,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # Training-set sizes, known without loading the data, so a batch size can be checked up front.
 TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}
+NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "synthetic": 4}
 
 
 @dataclass

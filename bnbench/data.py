@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnbench.config import DatasetConfig
+from bnbench.config import NUM_CLASSES, DatasetConfig
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DOWNLOAD_DIR = Path.home() / ".cache" / "bnbench"
@@ -78,7 +78,7 @@ def load_splits(cfg: DatasetConfig) -> Splits:
         val_y=labels[val_idx],
         test_x=test_images[:test_end],
         test_y=test_labels[:test_end],
-        num_classes=int(labels.max()) + 1,
+        num_classes=NUM_CLASSES[cfg.name],
         source=source,
     )
 
@@ -200,7 +200,7 @@ def _torchvision_arrays(name: str, data_dir: str | None):
     )
 
 
-def synthetic(n_train: int, n_test: int, size: int, num_classes: int = 4):
+def synthetic(n_train: int, n_test: int, size: int, num_classes: int = NUM_CLASSES["synthetic"]):
     """A deterministic, learnable toy problem: each class is a noisy fixed prototype image."""
     g = torch.Generator().manual_seed(1234)
     prototypes = torch.randn(num_classes, 1, size, size, generator=g)

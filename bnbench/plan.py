@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from bnbench.config import Config, ConfigError, register_configs, run_id, to_config, validate
-from bnbench.store import run_dir, run_status
+from bnbench.store import FINISHED, run_dir, run_status
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -33,7 +33,7 @@ class PlannedRun:
 
     @property
     def done(self) -> bool:
-        return self.status in ("completed", "diverged")
+        return self.status in FINISHED
 
 
 def expand(overrides: list[str], multirun: bool = False) -> list[PlannedRun]:

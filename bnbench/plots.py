@@ -16,7 +16,6 @@ Each plot_* function returns the Figure, so tests can inspect its axes.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from bnbench.aggregate import factors, sorted_values
 from bnbench.config import ACTIVATIONS, INITS, PLACEMENTS
 from bnbench.stats import best_cells, mean_ci_by, scored, summarize
+from bnbench.store import atomic_file
 
 DPI = 200
 # Okabe & Ito (2008); a norm keeps its colour and marker in every figure.
@@ -437,12 +437,10 @@ def _cell_text(row: pd.Series, metric: str) -> str:
 
 def save(fig: Figure, path: Path) -> None:
     """Write atomically (temp file + rename); SVG without a date so reruns are identical."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     kind = path.suffix[1:]
     metadata = {"Date": None} if kind == "svg" else None
-    fig.savefig(tmp, format=kind, dpi=DPI, metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format=kind, dpi=DPI, metadata=metadata)
 
 
 def figure_specs(runs: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[str, str, str, object]]:

@@ -77,8 +77,8 @@ from torch.func import functional_call
 
 from bnbench.config import ProbeConfig
 from bnbench.data import Splits
+from bnbench.store import PROBE_COLUMNS
 
-PROBE_COLUMNS = ["step", "probe", "layer", "value"]
 PERCENTILES = (15, 50, 85)
 EVAL_CHUNK = 1000  # examples per forward pass wherever the chunk size cannot change the result
 SHUFFLE_SEED = 0  # the fixed shuffled test order of the batch-statistics evaluation
@@ -125,10 +125,7 @@ def final_probes(cfg: ProbeConfig, model: nn.Module, splits: Splits, step: int) 
 
 
 def _rows(step: int, measures: list[Measure]) -> list[dict]:
-    return [
-        {"step": step, "probe": probe, "layer": layer, "value": value}
-        for probe, layer, value in measures
-    ]
+    return [dict(zip(PROBE_COLUMNS, (step, *measure), strict=True)) for measure in measures]
 
 
 # ----------------------------------------------------------------------- in-training probes

@@ -28,7 +28,7 @@ import pandas as pd
 from bnbench.aggregate import aggregate, factors, output_dir
 from bnbench.plots import FigureFile, fmt_value, make_figures, norm_label, norms_in
 from bnbench.stats import BOOTSTRAP_MIN_N, effects, holm, summarize
-from bnbench.store import write_atomic
+from bnbench.store import RUNS_DIR, write_atomic
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
 # Settings worth stating when they are the same for every run.
@@ -400,9 +400,9 @@ def to_html(blocks: list) -> str:
 
 def sweeps_under(root: Path) -> list[Path]:
     """The sweeps directly under a results root: its subdirectories holding runs/."""
-    if root.name == "runs" or (root / "runs").is_dir():
+    if root.name == RUNS_DIR or (root / RUNS_DIR).is_dir():
         return []  # root is a sweep itself
-    return sorted(p for p in root.iterdir() if (p / "runs").is_dir())
+    return sorted(p for p in root.iterdir() if (p / RUNS_DIR).is_dir())
 
 
 def build_report(results_dir: str | Path) -> ReportResult:

@@ -1,9 +1,13 @@
-"""The run directory: where a run's files live and how they are written.
+"""The run record: where a run's files live, what they hold, and how they are written.
+
+This module is the one schema of a run's files; the runner writes them and every reader
+(aggregate, claims, report) imports the names and columns from here.
 
 results/<sweep>/runs/<run_id>/ holds config.yaml, metrics.csv, steps.csv, probes.csv and
-summary.json. Every file is written whole to a temporary name and renamed into place,
-so a killed process never leaves a half-written file; a run is complete only when its
-summary.json says `completed` or `diverged`.
+summary.json (and checkpoint.pt while a checkpointed run is unfinished). Every file is
+written whole to a temporary name and renamed into place, so a killed process never
+leaves a half-written file; a run is complete only when its summary.json says
+`completed` or `diverged`.
 
 While a process trains a run it holds the run's claim.json, created exclusively, so two
 processes working on one sweep never train the same run; see `claim_run`.
@@ -19,6 +23,8 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +33,21 @@ from omegaconf import OmegaConf
 
 from bnbench.config import Config, run_id
 
+# --- layout ----------------------------------------------------------------------------------
+RUNS_DIR = "runs"  # results/<sweep>/runs/<run_id>/
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+STEPS_FILE = "steps.csv"
+PROBES_FILE = "probes.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+CLAIM_FILE = "claim.json"
+
+# --- statuses --------------------------------------------------------------------------------
 FINISHED = ("completed", "diverged")  # a rerun skips these; anything else is trained again
+UNFINISHED = ("failed", "interrupted")  # recorded in summary.json; the next call trains again
+
+# --- columns -------------------------------------------------------------------------------
 METRIC_COLUMNS = [
     "epoch",
     "train_loss",
@@ -42,23 +62,34 @@ METRIC_COLUMNS = [
 ]
 STEP_COLUMNS = ["step", "epoch", "train_loss", "lr"]
 PROBE_COLUMNS = ["step", "probe", "layer", "value"]  # long format; see bnbench/probes.py
+# summary.json's "final": the last metrics.csv row's metrics (its epoch and time aside).
+FINAL_KEYS = [c for c in METRIC_COLUMNS if c not in ("epoch", "epoch_time_s")]
+# What every finished summary.json holds; a reader refuses a summary that lacks one.
+SUMMARY_REQUIRED = ("run_id", "status", "epochs_completed", "final", "wall_time_s")
 
 
 def sweep_dir(cfg: Config) -> Path:
     return Path(cfg.results_dir) / cfg.sweep
 
 
+def run_path(sweep: Path, run_id: str) -> Path:
+    """A run's directory inside a sweep directory."""
+    return Path(sweep) / RUNS_DIR / run_id
+
+
 def run_dir(cfg: Config) -> Path:
-    return sweep_dir(cfg) / "runs" / run_id(cfg)
+    return run_path(sweep_dir(cfg), run_id(cfg))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path so readers see either the old file or the whole new one."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator:
+    """An open file that appears at `path` only once it is complete (synced, renamed in);
+    on any error, or a kill, readers still see the old file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared on clusters
@@ -66,6 +97,12 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to path so readers see either the old file or the whole new one."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
@@ -87,7 +124,7 @@ def write_config(path: Path, cfg: Config) -> None:
 def read_summary(directory: Path) -> dict | None:
     """The run's summary, or None when it is missing or unreadable (an unfinished run)."""
     try:
-        return json.loads((directory / "summary.json").read_text())
+        return json.loads((directory / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -120,7 +157,6 @@ def check_writable(directory: Path) -> None:
 # Takeovers hold claim.json.takeover (also created exclusively), so two processes that find
 # the same stale claim cannot both remove it and then each remove the other's new claim.
 
-CLAIM_FILE = "claim.json"
 HEARTBEAT_S = 30.0  # a training process touches its claim at least this often
 STALE_AFTER_S = 600.0  # a claim untouched this long belongs to a lost process (or a hung one)
 TAKEOVER_STALE_S = 60.0  # a takeover takes milliseconds; an older lock's process died in it

@@ -1,38 +1,38 @@
-"""Shared helpers: tiny synthetic configs and a way to call the real `bnbench` command."""
+"""Shared helpers: the one tiny test config (conf/debug/tiny.yaml), composed as the CLI
+composes it, and a way to call the real `bnbench` command."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import gzip
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bnbench.config import Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from bnbench.config import Config
+from bnbench.plan import expand
 
-# Overrides that make any CLI run tiny: synthetic data, a small net, one epoch.
-TINY = [
-    "dataset=synthetic",
-    "model.widths=[8,16]",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "progress=false",
-]
+# The override that makes any CLI run tiny: synthetic data, a small net, one epoch.
+TINY = ["debug=tiny"]
+
+
+@functools.cache
+def _tiny() -> Config:
+    """debug=tiny, two epochs, one thread, composed once per test session."""
+    return expand([*TINY, "train.epochs=2", "sweep=t", "threads=1", "optim.lr=0.05"])[0].config
 
 
 def tiny_config(results_dir: Path, **changes) -> Config:
-    cfg = Config(
-        dataset=DatasetConfig(name="synthetic", val_size=64),
-        model=ModelConfig(widths=[8, 16]),
-        optim=OptimConfig(lr=0.05),
-        train=TrainConfig(epochs=2, batch_size=32),
-        sweep="t",
-        results_dir=str(results_dir),
-        progress=False,
-        threads=1,
-    )
+    """The composed tiny config in results_dir, with `section__key=value` changes."""
+    cfg = copy.deepcopy(_tiny())
+    cfg.results_dir = str(results_dir)
     for key, value in changes.items():  # "model__norm" -> cfg.model.norm
         section, _, field = key.partition("__")
         if field:
@@ -52,6 +52,38 @@ def bnbench(*args: str, cwd: Path, check: bool = True, **popen) -> subprocess.Co
     return result
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `cuda` skip, with the reason, on a machine without a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion_mnist(directory: Path, n_train: int = 2000, n_test: int = 50) -> None:
+    """Random images in Fashion-MNIST's IDX files: the loaders' paths without the dataset."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for stem, array in arrays.items():
+        write_idx(directory / f"{stem}.gz", array)

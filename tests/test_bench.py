@@ -7,11 +7,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import bnbench
-from test_data import fake_fashion_mnist
+from conftest import bnbench, fake_fashion_mnist
 
-from benchmarks.bench import reference_dataset, torchvision_root, training_flops
 from bnbench import data
+from bnbench.bench import reference_dataset, torchvision_root, training_flops
 from bnbench.config import ModelConfig
 from bnbench.model import build_model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY, bnbench
 
 from bnbench.claims import (
     MEASURES,
@@ -213,22 +214,10 @@ def test_unknown_claim_names_the_known_ones():
         get_claim("nope")
 
 
-TINY_CLAIM = [
-    "dataset=synthetic",
-    "model.widths=[8,16]",
-    "train.epochs=1",
-    "progress=false",
-    "dataset.val_size=64",
-    "dataset.train_subset=256",
-    "dataset.test_subset=64",
-    "probes.batch_size=64",
-]
-
-
-@pytest.mark.parametrize("name", ["placement", "test-time-stats"])
-def test_a_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
-    """The claims-quick path for two claims: the sweep through the real CLI, then a verdict."""
-    from conftest import bnbench
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(load_claims()))
+def test_every_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
+    """Each claim's experiment through the real CLI on the tiny config, then its verdict."""
 
     claim = get_claim(name)
     args = [
@@ -237,10 +226,10 @@ def test_a_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
         f"experiment={claim.experiment}",
         "profile=quick",
         f"results_dir={tmp_path}",
-        *TINY_CLAIM,
+        *TINY,
     ]
     bnbench(*args, cwd=tmp_path)
-    result = verdict(name, tmp_path, "quick", tuple(TINY_CLAIM))
+    result = verdict(name, tmp_path, "quick", tuple(TINY))
     assert result.status in ("supported", "contradicted", "inconclusive")
     assert result.n_done == result.n_planned and (result.cells["n"] == 3).all()
     assert name.split("-")[0] in result.sentence or claim.metric[:20] in result.sentence
@@ -252,14 +241,12 @@ def test_a_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
 
 def test_a_results_root_report_indexes_the_claims_verdicts(tmp_path):
     """`bnbench report ROOT` reports each sweep and writes an index with each claim's verdict."""
-    from conftest import bnbench
-
     from bnbench.report import build_report
 
     claim = get_claim("placement")
-    args = ["run", "-m", f"experiment={claim.experiment}", "profile=quick", *TINY_CLAIM]
+    args = ["run", "-m", f"experiment={claim.experiment}", "profile=quick", *TINY]
     bnbench(*args, f"results_dir={tmp_path}", cwd=tmp_path)
-    bnbench("run", *TINY_CLAIM, f"results_dir={tmp_path}", cwd=tmp_path)  # sweep `default`
+    bnbench("run", *TINY, f"results_dir={tmp_path}", cwd=tmp_path)  # sweep `default`
     result = build_report(tmp_path)
     status = verdict("placement", tmp_path).status
     index = (tmp_path / "REPORT.md").read_text()

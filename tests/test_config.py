@@ -11,8 +11,8 @@ from bnbench.plan import expand
 REFUSED = [
     (["optim.lr=-0.1"], "optim.lr=-0.1", "> 0"),
     (["optim.lr=0"], "optim.lr=0", "> 0"),
-    (["train.batch_size=0"], "train.batch_size=0", "[1, 448]"),
-    (["train.batch_size=449"], "train.batch_size=449", "[1, 448]"),
+    (["train.batch_size=0"], "train.batch_size=0", "[1, 256]"),
+    (["train.batch_size=257"], "train.batch_size=257", "[1, 256]"),
     (["model.dropout=1.0"], "model.dropout=1.0", "[0, 1)"),
     (["model.dropout=-0.2"], "model.dropout=-0.2", "[0, 1)"),
     (["model.head_dropout=1.5"], "model.head_dropout=1.5", "[0, 1)"),
@@ -82,3 +82,10 @@ def test_run_id_ignores_where_and_how_but_not_what(tmp_path):
     assert run_id(base) == run_id(tiny_config(tmp_path / "elsewhere", device="cpu", threads=2))
     assert run_id(base) != run_id(tiny_config(tmp_path, seed=1))
     assert run_id(base) != run_id(tiny_config(tmp_path, optim__lr=0.1))
+
+
+def test_the_default_run_id_is_pinned():
+    """A run id names a directory of results: a refactoring that changes it orphans them."""
+    from bnbench.config import Config, run_id
+
+    assert run_id(Config()) == "27d4da19ff09"

@@ -15,10 +15,9 @@ from conftest import tiny_config
 
 from bnbench.config import ConfigError, ModelConfig, validate
 from bnbench.model import build_model, norm_layers
+from bnbench.runner import execute
+from bnbench.runtime import keep_norms_fp32
 from bnbench.store import run_dir
-from bnbench.train import execute, keep_norms_fp32
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "noisy_batch"])
@@ -45,7 +44,7 @@ def test_amp_on_cpu_is_refused_before_training(tmp_path):
         validate(cfg)
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_a_cuda_run_completes_and_matches_the_cpu_run_closely(tmp_path):
     on_gpu = tiny_config(tmp_path / "gpu", device="cuda")
     on_cpu = tiny_config(tmp_path / "cpu", device="cpu")
@@ -56,7 +55,7 @@ def test_a_cuda_run_completes_and_matches_the_cpu_run_closely(tmp_path):
     assert abs(gpu.train_loss.iloc[0] - cpu.train_loss.iloc[0]) < 0.05
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_an_amp_run_trains_with_fp32_bn_statistics(tmp_path):
     cfg = tiny_config(tmp_path, device="cuda")
     cfg.train.amp = True
@@ -65,7 +64,7 @@ def test_an_amp_run_trains_with_fp32_bn_statistics(tmp_path):
     assert table.train_loss.notna().all() and table.train_loss.iloc[-1] < table.train_loss.iloc[0]
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_a_diverging_cuda_run_is_stopped_by_its_first_epoch_end(tmp_path):
     cfg = tiny_config(tmp_path, device="cuda", model__norm="none")
     cfg.optim.lr = 50.0

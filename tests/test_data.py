@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import fake_fashion_mnist, write_idx
 
 from bnbench import data
 from bnbench.config import DatasetConfig
 from bnbench.data import DatasetNotFound, load_splits, read_idx
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb", compresslevel=1) as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def fake_fashion_mnist(directory: Path, n_train: int = 2000, n_test: int = 50) -> None:
-    rng = np.random.default_rng(0)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
-    }
-    for stem, array in arrays.items():
-        write_idx(directory / f"{stem}.gz", array)
 
 
 def test_idx_round_trip(tmp_path):

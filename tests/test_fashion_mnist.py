@@ -6,8 +6,8 @@ import pytest
 
 from bnbench.config import Config, DatasetConfig, TrainConfig
 from bnbench.data import find_fashion_mnist
+from bnbench.runner import execute
 from bnbench.store import read_summary, run_dir
-from bnbench.train import execute
 
 pytestmark = [
     pytest.mark.slow,

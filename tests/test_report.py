@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from bnbench.aggregate import SkippedRunWarning, find_run_dirs, load_curves, load_runs
-from bnbench.config import Config, DatasetConfig, ModelConfig, OptimConfig, TrainConfig
+from bnbench.config import Config
 from bnbench.plots import figure_specs, norm_label, plot_dropout, plot_factor
 from bnbench.report import NoRunsError, build_report, headline_text
 from bnbench.stats import summarize
@@ -22,23 +23,13 @@ EPOCHS = 2
 
 
 def tiny(results: Path, norm: str, lr: float, seed: int) -> Config:
-    return Config(
-        dataset=DatasetConfig(name="synthetic", val_size=64),
-        model=ModelConfig(norm=norm, widths=[8, 16]),
-        optim=OptimConfig(lr=lr),
-        train=TrainConfig(epochs=EPOCHS, batch_size=32),
-        seed=seed,
-        sweep="t",
-        results_dir=str(results),
-        threads=1,
-        progress=False,
-    )
+    return tiny_config(results, model__norm=norm, optim__lr=lr, seed=seed, train__epochs=EPOCHS)
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """norm {batch, none} x lr {0.01, 0.1} x seed {0, 1}: 8 real runs, about a second each."""
-    from bnbench.train import execute
+    from bnbench.runner import execute
 
     results = tmp_path_factory.mktemp("results")
     for norm in ("batch", "none"):
@@ -129,7 +120,7 @@ def test_lr_figure_has_log_axis_and_one_line_per_norm(sweep: Path):
 
 
 def test_diverged_run_is_reported_at_chance(tmp_path: Path):
-    from bnbench.train import execute
+    from bnbench.runner import execute
 
     assert execute(tiny(tmp_path, "none", 50.0, 0)) == "diverged"
     assert execute(tiny(tmp_path, "batch", 0.05, 0)) == "completed"

@@ -13,8 +13,9 @@ import pytest
 from conftest import tiny_config
 
 from bnbench.config import OptimConfig
+from bnbench.loop import lr_schedule
+from bnbench.runner import execute
 from bnbench.store import METRIC_COLUMNS, STEP_COLUMNS, run_dir
-from bnbench.train import execute, lr_schedule
 
 
 def metrics(cfg) -> pd.DataFrame:
@@ -38,7 +39,7 @@ def test_a_run_writes_its_files_and_columns(results):
     summary = json.loads((directory / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
     assert summary["final"]["val_acc"] == table.val_acc.iloc[-1]
-    assert summary["n_train"] == 448 and summary["versions"]["torch"]
+    assert summary["n_train"] == 256 and summary["versions"]["torch"]
 
 
 def test_same_config_and_seed_on_cpu_gives_identical_metrics(tmp_path):
@@ -76,7 +77,7 @@ def test_huge_learning_rate_diverges_within_the_first_epoch(results):
 
 def test_a_crashing_run_is_recorded_as_failed_and_rerun_next_time(results, monkeypatch):
     cfg = tiny_config(results)
-    monkeypatch.setattr("bnbench.train.build_model", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("bnbench.runner.build_model", lambda *a, **k: 1 / 0)
     assert execute(cfg) == "failed"
     summary = json.loads((run_dir(cfg) / "summary.json").read_text())
     assert summary["status"] == "failed" and "ZeroDivisionError" in summary["error"]
@@ -115,7 +116,7 @@ PAGE_FAULTS_PER_10_STEPS = textwrap.dedent("""
     import torch.nn.functional as F
     from bnbench.config import ModelConfig
     from bnbench.model import build_model
-    from bnbench.train import keep_freed_memory
+    from bnbench.runtime import keep_freed_memory
 
     keep_freed_memory()
     torch.set_num_threads(1)

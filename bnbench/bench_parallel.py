@@ -1,7 +1,7 @@
 """Parallel sweep speed-up: the same 8 runs sequentially (1 process x all threads) and with
 Hydra's joblib launcher (one worker per core x 1 thread), timed end to end.
 
-    python -m benchmarks.parallel [--repeats N] [--out FILE]
+    python -m bnbench.bench_parallel [--repeats N] [--out FILE]
 
 The two sweeps alternate for N repeats (the order flips each repeat), because a shared
 VM's speed drifts by 10% from minute to minute; the figure is the median of the per-repeat
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bnbench.train import available_cores
+from bnbench.runtime import available_cores
 
 # 8 runs the size of the full claim profile's (5 000 images, half-width CNN, 4 epochs):
 # placement {pre, post} x lr {0.01, 0.1} x seed {0, 1}. Much shorter runs gain less, since

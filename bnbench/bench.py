@@ -29,8 +29,8 @@ from bnbench.data import (
     find_fashion_mnist,
     load_splits,
 )
+from bnbench.loop import Training, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
-from bnbench.train import lr_schedule, make_optimizer, train_epoch
 
 GEMM_SIZE = 1024
 
@@ -50,7 +50,7 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Time both loops round by round; write bench.csv and bench.json; return the summary."""
-    from bnbench.train import setup_runtime
+    from bnbench.runtime import setup_runtime
 
     # The runner's own process settings (threads, denormals, allocator); the reference loop
     # shares the process, so it gets them too.
@@ -92,7 +92,7 @@ def _round_line(runner: dict, reference: dict) -> str:
 
 
 class RunnerLoop:
-    """bnbench.train.train_epoch itself, on tensors already on the device."""
+    """bnbench.loop.train_epoch itself, on tensors already on the device."""
 
     def __init__(self, opts: BenchOptions, norm: str, device: torch.device):
         self.cfg = Config(
@@ -106,7 +106,7 @@ class RunnerLoop:
         self.model = build_model(self.cfg.model, 1, 10, seed=0).to(device)
         if opts.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.cfg.optim, self.model, device)
+        self.optimizer = make_optimizer(self.cfg.optim, self.model)
         self.forward_model = torch.compile(self.model) if opts.compile else self.model
         self.steps, self.batch = opts.steps, opts.batch_size
         self.order = torch.Generator().manual_seed(0)
@@ -126,18 +126,10 @@ class RunnerLoop:
         lr_at = lr_schedule(self.cfg.optim, self.steps, 10**6)
         _sync(self.splits.train_x.device)
         start = time.perf_counter()
-        train_epoch(
-            self.cfg,
-            self.forward_model,
-            self.optimizer,
-            self.splits,
-            perm,
-            self.epoch,
-            self.steps,
-            lr_at,
-            None,
-            lambda step, lr: None,
+        run = Training(
+            self.cfg.train, self.forward_model, self.optimizer, self.splits, lr_at, self.steps
         )
+        train_epoch(run, self.epoch, perm, first_loss=None)
         _sync(self.splits.train_x.device)
         return self.steps * self.batch / (time.perf_counter() - start)
 
@@ -282,7 +274,7 @@ def _device_name(device: torch.device) -> str:
         model = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.machine()
-    from bnbench.train import available_cores
+    from bnbench.runtime import available_cores
 
     return f"cpu: {model}, {available_cores()} cores"
 

@@ -1,0 +1,280 @@
+"""One run's lifecycle: claim it, train it (resuming from a checkpoint), record its summary.
+
+A run is claimed before it trains (store.claim_run), so concurrent sweeps share the work;
+Ctrl-C and SIGTERM leave it `interrupted` with its partial CSVs; with
+train.checkpoint=true it resumes from its last finished epoch after a kill. The loop's
+pieces are in bnbench.loop, the process set-up in bnbench.runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+import torch
+
+from bnbench import __version__
+from bnbench.checkpoint import RunRecord, load_checkpoint, save_checkpoint
+from bnbench.config import Config, TrainConfig, run_id
+from bnbench.data import Splits, load_splits
+from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
+from bnbench.model import build_model
+from bnbench.progress import Progress
+from bnbench.runtime import keep_norms_fp32, setup_runtime, sigterm_raises
+from bnbench.store import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FINAL_KEYS,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    PROBE_COLUMNS,
+    PROBES_FILE,
+    STEP_COLUMNS,
+    STEPS_FILE,
+    SUMMARY_FILE,
+    Claim,
+    ClaimLost,
+    claim_run,
+    is_finished,
+    read_claim,
+    run_dir,
+    write_config,
+    write_csv,
+    write_json,
+)
+
+
+def execute(cfg: Config, parallel_jobs: int = 1) -> str:
+    """Train the run unless it is finished or another process holds its claim.
+
+    Returns completed | diverged | failed | skipped (finished earlier) | claimed (another
+    process trains it). A crash is recorded, not raised, so the sweep goes on; Ctrl-C and
+    SIGTERM mark the run `interrupted` and propagate, so the sweep stops.
+    """
+    directory = run_dir(cfg)
+    if is_finished(directory):
+        return "skipped"
+    with sigterm_raises():
+        claim = claim_run(directory)
+        if claim is None:
+            holder = read_claim(directory)
+            _log(cfg, f"skipped: claimed by {holder.get('host')} pid {holder.get('pid')}")
+            return "claimed"
+        try:
+            if is_finished(directory):  # another process finished it while we claimed
+                return "skipped"
+            return train_run(cfg, claim, parallel_jobs)["status"]
+        except ClaimLost as why:  # we looked dead to another process, which trains it now
+            _log(cfg, f"stopped: {why}")
+            return "claimed"
+        except Exception as error:  # one broken run must not end the sweep
+            extra = {"error": repr(error), "traceback": traceback.format_exc()}
+            record_unfinished(cfg, claim, "failed", extra)
+            _log(cfg, f"failed: {error!r}")
+            return "failed"
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, submitit's requeue exit
+            record_unfinished(cfg, claim, "interrupted", {})
+            _log(cfg, "interrupted; its partial files are kept, the next call trains it again")
+            raise
+        finally:
+            claim.release()
+
+
+def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
+    """Train one run to its end (or its divergence), writing its files after every epoch."""
+    directory = run_dir(cfg)
+    (directory / SUMMARY_FILE).unlink(missing_ok=True)  # a rerun starts from nothing
+    write_config(directory / CONFIG_FILE, cfg)
+    started = time.time()
+    device = setup_runtime(cfg, parallel_jobs)
+
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(cfg.dataset).to(device)
+    run = setup_training(cfg, splits, device)
+    order = torch.Generator().manual_seed(cfg.seed)  # same data order for BN and no-BN
+    progress = Progress(cfg, run.steps_per_epoch)
+    record = RunRecord()
+    checkpoint = directory / CHECKPOINT_FILE
+    if cfg.train.checkpoint and checkpoint.exists():
+        record = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
+        _log(cfg, f"resuming after epoch {record.epoch} from {checkpoint.name}")
+    run.on_step = step_hook(cfg, run, record.probes, progress, claim)
+
+    status, resumed_after, wall_before = "completed", record.epoch, record.wall_time_s
+    for epoch in range(record.epoch + 1, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(splits.train_y), generator=order).to(device)
+        result = train_epoch(run, epoch, perm, record.first_loss)
+        record.steps += result.step_rows
+        record.first_loss, record.epoch = result.first_loss, epoch
+        row = {"epoch": epoch, **result.stats}
+        if result.diverged:
+            status = "diverged"
+        else:
+            row |= evaluation(run, splits)
+        row["epoch_time_s"] = time.perf_counter() - t0
+        record.metrics.append(row)
+        write_record(cfg, record)
+        progress.epoch_done(row, status)
+        if result.diverged:
+            break
+        if cfg.train.checkpoint and epoch < cfg.train.epochs:
+            record.wall_time_s = wall_before + time.time() - started
+            save_checkpoint(checkpoint, record, run.model, run.optimizer, order)
+    progress.close()
+    if cfg.probes.names and status == "completed":
+        from bnbench.probes import final_probes
+
+        step = cfg.train.epochs * run.steps_per_epoch
+        record.probes += final_probes(cfg.probes, run.model, splits, step)
+        write_record(cfg, record)
+
+    summary = base_summary(cfg) | finish_summary(record, status, splits)
+    summary |= {"device": str(device), "threads": torch.get_num_threads()}
+    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
+    summary |= {"resumed_after_epoch": resumed_after} if resumed_after else {}
+    summary["wall_time_s"] = wall_before + time.time() - started
+    claim.beat(force=True)  # still ours? (raises ClaimLost otherwise)
+    write_json(directory / SUMMARY_FILE, summary)
+    checkpoint.unlink(missing_ok=True)  # finished: a rerun skips the run, the state is no use
+    return summary
+
+
+def setup_training(cfg: Config, splits: Splits, device: torch.device) -> Training:
+    """The model (seeded init, memory format, AMP norms), optimizer and LR schedule."""
+    model = build_model(cfg.model, splits.in_channels, splits.num_classes, cfg.seed).to(device)
+    model = model.to(memory_format=memory_format(cfg.train))
+    optimizer = make_optimizer(cfg.optim, model)
+    if cfg.train.amp:
+        keep_norms_fp32(model)
+    steps_per_epoch = len(splits.train_y) // cfg.train.batch_size  # the last partial batch drops
+    lr_at = lr_schedule(cfg.optim, steps_per_epoch, cfg.train.epochs)
+    return Training(cfg.train, model, optimizer, splits, lr_at, steps_per_epoch)
+
+
+def memory_format(train: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if train.channels_last else torch.contiguous_format
+
+
+def evaluation(run: Training, splits: Splits) -> dict:
+    """The epoch's val_* and test_* metrics (eval mode)."""
+    layout = memory_format(run.train)
+    val = evaluate(run.model, splits.val_x, splits.val_y, layout)
+    test = evaluate(run.model, splits.test_x, splits.test_y, layout)
+    return {f"val_{k}": v for k, v in val.items()} | {f"test_{k}": v for k, v in test.items()}
+
+
+def step_hook(cfg: Config, run: Training, probe_rows: list[dict], progress: Progress, claim: Claim):
+    """(step, lr) -> None before each update: in-training probes, progress, the heartbeat."""
+    probe = probe_hook(cfg, run, probe_rows)
+
+    def on_step(step: int, lr: float) -> None:
+        probe(step, lr)
+        progress.step()
+        claim.beat()  # cheap: touches the file only every HEARTBEAT_S
+
+    return on_step
+
+
+def probe_hook(cfg: Config, run: Training, rows: list[dict]):
+    """(step, lr) -> None: runs the in-training probes on a fixed batch every probes.every steps."""
+    if not cfg.probes.names:
+        return lambda step, lr: None
+    from bnbench.probes import step_probes
+
+    x, y = run.splits.train_x[: cfg.probes.batch_size], run.splits.train_y[: cfg.probes.batch_size]
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def probe(step: int, lr: float) -> None:
+        if step % cfg.probes.every == 0:
+            rows.extend(step_probes(cfg.probes, run.model, lr, x, y, step))
+
+    return probe
+
+
+def write_record(cfg: Config, record: RunRecord) -> None:
+    """The run's CSVs as they stand (each written whole, atomically)."""
+    directory = run_dir(cfg)
+    write_csv(directory / METRICS_FILE, METRIC_COLUMNS, record.metrics)
+    write_csv(directory / STEPS_FILE, STEP_COLUMNS, record.steps)
+    if cfg.probes.names:
+        write_csv(directory / PROBES_FILE, PROBE_COLUMNS, record.probes)
+
+
+# --- summary.json --------------------------------------------------------------------------
+
+
+def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:
+    """summary.json for a run that stopped early; the next call trains it again."""
+    if not claim.held():
+        return  # the run belongs to another process now; its files are not ours to write
+    summary = base_summary(cfg) | {"status": status, **extra}
+    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
+    write_json(run_dir(cfg) / SUMMARY_FILE, summary)
+
+
+def base_summary(cfg: Config) -> dict:
+    """Who ran it, where, with what: the provenance every summary.json carries."""
+    return {
+        "run_id": run_id(cfg),
+        "sweep": cfg.sweep,
+        "seed": cfg.seed,
+        "host": socket.gethostname(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "bnbench": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "git_commit": git_commit(),
+    } | slurm_ids()
+
+
+def slurm_ids() -> dict:
+    """The SLURM job and array task that trained the run, when it ran under SLURM."""
+    env = os.environ
+    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
+    if job is None:
+        return {}
+    return {"slurm_job_id": job, "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
+
+
+def finish_summary(record: RunRecord, status: str, splits: Splits) -> dict:
+    rows = record.metrics
+    evaluated = [r for r in rows if "val_acc" in r]
+    best = max(evaluated, key=lambda r: r["val_acc"], default=None)
+    return {
+        "status": status,
+        "epochs_completed": len(evaluated),
+        "final": {k: rows[-1].get(k) for k in FINAL_KEYS},
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "first_loss": record.first_loss,
+        "data_source": splits.source,
+        "num_classes": splits.num_classes,
+        "n_train": len(splits.train_y),
+        "n_val": len(splits.val_y),
+        "n_test": len(splits.test_y),
+    }
+
+
+def git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _log(cfg: Config, message: str) -> None:
+    print(f"[{run_id(cfg)}] {message}", file=sys.stderr, flush=True)
