@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import signal
 import threading
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,7 +36,47 @@ def setup_runtime(cfg: Config, parallel_jobs: int = 1) -> torch.device:
     device = resolve_device(cfg.device)
     if cfg.train.amp and device.type != "cuda":
         raise RuntimeError("train.amp=true needs a CUDA device; this machine has none")
+    if device.type == "cuda":
+        exact_cuda_math()
     return device
+
+
+def exact_cuda_math() -> None:
+    """fp32 matmuls and convolutions (no TF32) with deterministic cuDNN algorithms: a GPU run
+    computes in the precision a CPU run does and repeats bit for bit on the same GPU. It
+    costs speed on Ampere and later, where TF32 is several times faster than fp32; the
+    policy and its cost are in docs/configuration.md#gpu."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False  # the fastest algorithm can differ run to run
+
+
+def runtime_facts(device: torch.device, amp: bool = False) -> dict:
+    """What a run's numbers depend on that its run id does not cover, for summary.json:
+    results repeat bit for bit only where these (and threads, memory format) are equal."""
+    cuda = device.type == "cuda"
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+    return {
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "tf32": cuda and tf32,  # TF32 is a CUDA matter: the CPU computes in fp32
+        "cudnn_deterministic": torch.backends.cudnn.deterministic if cuda else None,
+        "amp": amp,  # bf16 autocast, normalization in fp32
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and the cores this process may use."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.machine()
+    return f"cpu: {model}, {available_cores()} cores"
 
 
 # glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
@@ -80,15 +123,16 @@ def keep_norms_fp32(model: nn.Module) -> None:
     inside): batch statistics of bf16 activations lose too much precision. Module paths and
     the state dict stay as they are."""
     for norm in norm_layers(model):
-        if isinstance(norm, nn.Identity):
-            continue
-        forward = norm.forward
+        if not isinstance(norm, nn.Identity):
+            # A method bound to this very layer: a deepcopy of the model (every probe works on
+            # one) binds the copy's method to the copy, so the copy runs its own weights, mode
+            # and running statistics. A closure over `norm.forward` would run the original's.
+            norm.forward = types.MethodType(_fp32_forward, norm)
 
-        def fp32_forward(x: torch.Tensor, forward=forward) -> torch.Tensor:
-            with torch.autocast(x.device.type, enabled=False):
-                return forward(x.float())
 
-        norm.forward = fp32_forward
+def _fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(x.device.type, enabled=False):
+        return type(self).forward(self, x.float())
 
 
 @contextmanager
