@@ -14,6 +14,8 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,8 +33,10 @@ from bnbench.data import (
 )
 from bnbench.loop import Training, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
+from bnbench.runtime import device_name, setup_runtime
 
-GEMM_SIZE = 1024
+GEMM_SIZE = 1024  # CPU
+CUDA_GEMM_SIZE, CUDA_GEMM_REPEATS = 4096, 50  # about 0.1-0.3 s a trial on a datacenter GPU
 
 
 @dataclass
@@ -50,8 +54,6 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Time both loops round by round; write bench.csv and bench.json; return the summary."""
-    from bnbench.runtime import setup_runtime
-
     # The runner's own process settings (threads, denormals, allocator); the reference loop
     # shares the process, so it gets them too.
     device = setup_runtime(Config(device=opts.device, threads=opts.threads))
@@ -217,18 +219,59 @@ def training_flops(model: torch.nn.Module, batch: int, device: torch.device) -> 
 
 
 def gemm_gflops(device: torch.device, repeats: int = 5) -> float:
-    """Best-of-N fp32 square GEMM rate: the dense-matmul ceiling of this device now."""
+    """The dense-matmul ceiling of this device now, in GFLOP/s (fp32, or what cuDNN uses)."""
+    if device.type == "cuda":
+        return cuda_gemm_gflops(device)
+    # Best-of-N single fp32 GEMMs: on a CPU one 1024^2 GEMM takes tens of milliseconds.
     a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
     b = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
         start = time.perf_counter()
         a @ b
-        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * GEMM_SIZE**3 / best / 1e9
+
+
+def cuda_gemm_gflops(
+    device: torch.device,
+    size: int = CUDA_GEMM_SIZE,
+    repeats: int = CUDA_GEMM_REPEATS,
+    trials: int = 3,
+) -> float:
+    """Best of `trials` timings of `repeats` back-to-back size^2 GEMMs between two CUDA events.
+
+    One small GEMM timed from the host measures mostly the launch and the sync (then
+    "% of matmul" can pass 100%); queued repeats of a large one keep the GPU busy between
+    the events. The GEMM runs at the convolutions' precision: TF32 exactly when cuDNN's is on.
+    """
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty_like(a)
+    with matmul_tf32(torch.backends.cudnn.allow_tf32):
+        torch.mm(a, b, out=out)  # warm-up: cuBLAS handle and kernel choice
+        best = float("inf")
+        for _ in range(trials):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(repeats):
+                torch.mm(a, b, out=out)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1000 / repeats)  # ms -> s per GEMM
+    return 2 * size**3 / best / 1e9
+
+
+@contextmanager
+def matmul_tf32(allowed: bool) -> Iterator[None]:
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _sync(device: torch.device) -> None:
@@ -237,7 +280,7 @@ def _sync(device: torch.device) -> None:
 
 
 def summarize(rows, opts, device, compile_s, flops_per_image) -> dict:
-    summary = {"options": asdict(opts), "device": _device_name(device)}
+    summary = {"options": asdict(opts), "device": device_name(device)}
     summary["threads"] = torch.get_num_threads()
     summary["torch"] = torch.__version__
     matmul = max(r["matmul_gflops"] for r in rows)
@@ -262,21 +305,6 @@ def summarize(rows, opts, device, compile_s, flops_per_image) -> dict:
 
 def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.machine()
-    from bnbench.runtime import available_cores
-
-    return f"cpu: {model}, {available_cores()} cores"
 
 
 def write_outputs(directory: Path, rows: list[dict], summary: dict) -> None:
