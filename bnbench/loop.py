@@ -2,8 +2,9 @@
 
 The loop follows cifar10-airbench: the dataset is a tensor on the training device, a batch
 is an index slice of a per-epoch permutation, metrics accumulate on the device and reach
-the host once per epoch (every step on CPU, where reading a scalar costs nothing, so a
-diverging run stops at once).
+the host once per epoch. Each step's loss is kept on the device too and checked for
+divergence at the epoch's end (on CPU, where reading a scalar costs nothing, after every
+step, so a diverging run stops at once); both find the same first diverging step.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Training:
     lr_at: Callable[[int], float]  # step -> learning rate
     steps_per_epoch: int
     on_step: Callable[[int, float], None] = field(default=_no_hook)  # before each update
+    # Read the loss on the host after every step (a diverging run stops at once) or once per
+    # epoch (a sync per step on a GPU costs a large share of a small model's step time).
+    # None: every step on CPU only. Tests force the once-per-epoch path on CPU.
+    check_each_step: bool | None = None
 
 
 @dataclass
@@ -50,21 +55,19 @@ class EpochResult:
 def train_epoch(
     run: Training, epoch: int, perm: torch.Tensor, first_loss: float | None
 ) -> EpochResult:
-    """One pass over the training set in the order `perm`; stops at once on divergence."""
+    """One pass over the training set in the order `perm`, up to the first step whose loss is
+    non-finite or above diverge_factor x first_loss: stopped there at once when the loss is
+    read every step; otherwise found at the epoch's end, with the same record of it."""
     model, optimizer, splits, cfg = run.model, run.optimizer, run.splits, run.train
     model.train()
     batch, log_every, steps_per_epoch = cfg.batch_size, cfg.log_every, run.steps_per_epoch
     device = splits.train_x.device
-    # Reading the loss on the host is free on CPU, so a diverging run stops at once; on a GPU
-    # it is a sync, so the loss is read once per epoch (a NaN persists to the epoch's end).
-    check_every = 1 if device.type == "cpu" else steps_per_epoch
+    each_step = reads_each_step(run, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    grad_norm_sum = torch.zeros((), device=device)
+    sums = Sums.zeros(device)
+    losses = torch.empty(steps_per_epoch, device=device)  # every step's, read at the epoch end
     window = torch.zeros((), device=device)
     pending_logs = []
-    limit = math.inf if first_loss is None else cfg.diverge_factor * first_loss
 
     for i in range(steps_per_epoch):
         step = (epoch - 1) * steps_per_epoch + i
@@ -81,42 +84,94 @@ def train_epoch(
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm_sum += torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+        sums.grad_norm += torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
         optimizer.step()
 
         detached = loss.detach()
-        loss_sum += detached
+        losses[i] = detached  # a device copy, no sync: NaN and spikes are kept as they come
+        sums.loss += detached
         window += detached
-        correct += (logits.argmax(1) == y).sum()
+        sums.correct += (logits.argmax(1) == y).sum()
         if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
             pending_logs.append((step + 1, epoch, window / ((i % log_every) + 1), lr))
             window = torch.zeros((), device=device)
-        if first_loss is None or (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
+        if each_step:
             value = detached.item()
-            if first_loss is None:
-                first_loss, limit = value, cfg.diverge_factor * value
-            if not math.isfinite(value) or value > limit:
-                step_rows = _step_rows(pending_logs) + [
-                    {"step": step + 1, "epoch": epoch, "train_loss": value, "lr": lr}
-                ]
-                stats = _train_stats(loss_sum, correct, grad_norm_sum, i + 1, batch, lr)
-                return EpochResult(stats, step_rows, first_loss, diverged=True)
-    stats = _train_stats(loss_sum, correct, grad_norm_sum, steps_per_epoch, batch, run.lr_at(step))
+            first_loss = value if first_loss is None else first_loss
+            if _over(value, cfg.diverge_factor * first_loss):
+                return _diverged(run, epoch, i, value, first_loss, pending_logs, sums, i + 1)
+
+    if not each_step:  # the epoch's one read of its losses
+        values = losses.tolist()
+        first_loss = values[0] if first_loss is None else first_loss
+        limit = cfg.diverge_factor * first_loss
+        bad = next((i for i, value in enumerate(values) if _over(value, limit)), None)
+        if bad is not None:  # the steps after it trained on; the record stops at it
+            taken = steps_per_epoch
+            return _diverged(run, epoch, bad, values[bad], first_loss, pending_logs, sums, taken)
+    stats = sums.stats(steps_per_epoch, batch, run.lr_at(step))
     return EpochResult(stats, _step_rows(pending_logs), first_loss, diverged=False)
 
 
-def _train_stats(loss_sum, correct, grad_norm_sum, steps, batch, lr) -> dict:
-    return {
-        "train_loss": loss_sum.item() / steps,
-        "train_acc": correct.item() / (steps * batch),
-        "grad_norm": grad_norm_sum.item() / steps,
-        "lr": lr,
-    }
+def reads_each_step(run: Training, device: torch.device) -> bool:
+    return device.type == "cpu" if run.check_each_step is None else run.check_each_step
+
+
+def _over(loss: float, limit: float) -> bool:
+    return not math.isfinite(loss) or loss > limit
+
+
+@dataclass
+class Sums:
+    """The epoch's running sums, on the training device (read once, at the epoch's end)."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    grad_norm: torch.Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> Sums:
+        zero = torch.zeros((), device=device)
+        return cls(zero.clone(), torch.zeros((), device=device, dtype=torch.int64), zero.clone())
+
+    def stats(self, steps: int, batch: int, lr: float) -> dict:
+        return {
+            "train_loss": self.loss.item() / steps,
+            "train_acc": self.correct.item() / (steps * batch),
+            "grad_norm": self.grad_norm.item() / steps,
+            "lr": lr,
+        }
+
+
+def _diverged(
+    run: Training,
+    epoch: int,
+    i: int,
+    loss: float,
+    first_loss: float,
+    pending_logs: list,
+    sums: Sums,
+    taken: int,
+) -> EpochResult:
+    """The result of an epoch whose step i diverged: the logged rows up to it and its own
+    loss as the last row (in place of a window mean logged at that very step); the train_*
+    means cover the `taken` steps the sums hold."""
+    step = (epoch - 1) * run.steps_per_epoch + i
+    rows = [row for row in _step_rows(pending_logs) if row["step"] <= step]
+    rows.append({"step": step + 1, "epoch": epoch, "train_loss": loss, "lr": run.lr_at(step)})
+    last = (epoch - 1) * run.steps_per_epoch + taken - 1
+    stats = sums.stats(taken, run.train.batch_size, run.lr_at(last))
+    return EpochResult(stats, rows, first_loss, diverged=True)
 
 
 def _step_rows(pending) -> list[dict]:
+    """steps.csv rows from (step, epoch, loss tensor, lr), the losses read in one transfer."""
+    if not pending:
+        return []
+    losses = torch.stack([loss for _, _, loss, _ in pending]).tolist()
     return [
-        {"step": s, "epoch": e, "train_loss": loss.item(), "lr": lr} for s, e, loss, lr in pending
+        {"step": s, "epoch": e, "train_loss": loss, "lr": lr}
+        for (s, e, _, lr), loss in zip(pending, losses, strict=True)
     ]
 
 
