@@ -73,7 +73,7 @@ def load_checkpoint(
         state = torch.load(path, map_location="cpu", weights_only=True)
         record = RunRecord(**{k: state[k] for k in RunRecord.__dataclass_fields__})
         restore(state, model, optimizer, order, device)
-    except Exception as error:  # whatever is wrong with the file, the run must go on
+    except Exception as error:  # a truncated file gives OSError(EINVAL) too; it is kept aside
         restore(fresh, model, optimizer, order, device)
         set_aside(path, error)
         return None
