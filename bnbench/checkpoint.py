@@ -26,6 +26,7 @@ class RunRecord:
     metrics: list[dict] = field(default_factory=list)  # metrics.csv rows
     steps: list[dict] = field(default_factory=list)  # steps.csv rows
     probes: list[dict] = field(default_factory=list)  # probes.csv rows
+    evals: list[dict] = field(default_factory=list)  # evals.csv rows
     first_loss: float | None = None  # the divergence reference
     epoch: int = 0  # epochs finished
     wall_time_s: float = 0.0  # training time before this process took over

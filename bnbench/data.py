@@ -60,13 +60,14 @@ class Splits:
         return dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in tensors})
 
 
-def load_splits(cfg: DatasetConfig) -> Splits:
-    """Train/val/test tensors for a dataset config; validation is held out of train."""
+def load_splits(cfg: DatasetConfig, seed: int = 0) -> Splits:
+    """Train/val/test tensors for a dataset config; validation is held out of train. The
+    split and the training subset are drawn with cfg.split_seed, or the run's `seed`."""
     images, labels, test_images, test_labels, source = _load_raw(
         cfg.name, cfg.data_dir, cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_image_size
     )
-    # A fixed split seed keeps the validation set the same for every run and seed.
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.split_seed))
+    draw = cfg.split_seed if cfg.split_seed is not None else seed
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(draw))
     val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
     if cfg.train_subset is not None:
         train_idx = train_idx[: cfg.train_subset]

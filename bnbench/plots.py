@@ -491,30 +491,59 @@ def make_figures(runs: pd.DataFrame, curves: pd.DataFrame, directory: Path) -> l
 
 # --- a claim's verdict ---------------------------------------------------------------------
 
-VERDICT_COLORS = {"supported": "#009E73", "contradicted": "#D55E00", "inconclusive": "#999999"}
+OUTCOME_COLORS = {
+    "supported": "#009E73",
+    "contradicted": "#D55E00",
+    "no effect": "#0072B2",
+    "inconclusive": "#999999",
+}
 
 
-def plot_claim(cells: pd.DataFrame, title: str, direction: str) -> Figure:
-    """Forest plot: one row per cell, mean paired difference with its 95% CI, coloured by
-    the cell's verdict; the claimed side of zero is shaded."""
-    fig = Figure(figsize=(8, 1.2 + 0.45 * len(cells)), layout="constrained")
-    ax = fig.subplots()
-    y = np.arange(len(cells))[::-1]
-    for row, pos in zip(cells.itertuples(), y, strict=True):
-        color = VERDICT_COLORS[row.verdict]
-        lo, hi = (row.lo, row.hi) if not math.isnan(row.lo) else (row.mean, row.mean)
-        ax.plot([lo, hi], [pos, pos], color=color, linewidth=2.5)
-        ax.plot(row.mean, pos, "o", color=color, markersize=7)
-    ax.axvline(0, color="black", linewidth=0.8)
-    left, right = ax.get_xlim()
-    span = max(abs(left), abs(right))
-    ax.set_xlim(-span, span)
-    claimed = (0, span) if direction == "higher" else (-span, 0)
-    ax.axvspan(*claimed, color="#56B4E9", alpha=0.12)
-    ax.set_yticks(y, [str(c) for c in cells["cell"]])
-    ax.set_xlabel("mean paired difference, treatment - control (95% CI)")
-    ax.set_title(title)
-    handles = [Line2D([], [], color=c, marker="o", label=v) for v, c in VERDICT_COLORS.items()]
+def plot_claim(result, title: str) -> Figure:
+    """Forest plot of a verdict: the primary measure and each secondary cell, mean paired
+    difference with its 95% CI, coloured by outcome; one panel (and x axis) per unit, with
+    +-delta dashed and the claimed side of zero shaded."""
+    p = result.primary
+    rows = [{**p, "name": f"PRIMARY: {p['label']}", "shown": p["outcome"]}]
+    for row in result.secondary.to_dict("records"):
+        name = row["label"] if row["cell"] == row["label"] else f"{row['label']}: {row['cell']}"
+        rows.append({**row, "name": name, "shown": row["outcome_holm"]})
+    units = list(dict.fromkeys(r["unit"] for r in rows))
+    heights = [len([r for r in rows if r["unit"] == u]) + 0.8 for u in units]
+    fig = Figure(figsize=(9, 1.0 + 0.5 * sum(heights)), layout="constrained")
+    axes = fig.subplots(len(units), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, unit in zip(axes, units, strict=True):
+        panel = [r for r in rows if r["unit"] == unit]
+        _forest_panel(ax, panel, unit)
+    axes[0].set_title(title)
+    handles = [Line2D([], [], color=c, marker="o", label=v) for v, c in OUTCOME_COLORS.items()]
     handles.append(Line2D([], [], color="#56B4E9", alpha=0.3, linewidth=8, label="claimed side"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
     return fig
+
+
+def _forest_panel(ax: Axes, rows: list[dict], unit: str) -> None:
+    y = np.arange(len(rows))[::-1]
+    span = 0.0
+    for row, pos in zip(rows, y, strict=True):
+        color = OUTCOME_COLORS[row["shown"]]
+        lo, hi = (row["lo"], row["hi"]) if not math.isnan(row["lo"]) else (row["mean"],) * 2
+        ax.plot([lo, hi], [pos, pos], color=color, linewidth=2.5)
+        ax.plot(row["mean"], pos, "o", color=color, markersize=7)
+        span = max(span, *(abs(v) for v in (lo, hi, row["delta"]) if not math.isnan(v)))
+    span = 1.1 * span or 1.0
+    delta = rows[0]["delta"]
+    for edge in (-delta, delta):
+        ax.axvline(edge, color="black", linewidth=0.8, linestyle="--")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-span, span)
+    claimed = (0, span) if rows[0]["direction"] == "higher" else (-span, 0)
+    ax.axvspan(*claimed, color="#56B4E9", alpha=0.12)
+    ax.set_yticks(y, [_wrap(r["name"]) for r in rows])
+    ax.set_xlabel(f"treatment - control ({unit})")
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))

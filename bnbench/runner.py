@@ -30,6 +30,8 @@ from bnbench.runtime import keep_norms_fp32, setup_runtime, sigterm_raises
 from bnbench.store import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    EVALS_COLUMNS,
+    EVALS_FILE,
     FINAL_KEYS,
     METRIC_COLUMNS,
     METRICS_FILE,
@@ -95,7 +97,7 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     device = setup_runtime(cfg, parallel_jobs)
 
     torch.manual_seed(cfg.seed)
-    splits = load_splits(cfg.dataset).to(device)
+    splits = load_splits(cfg.dataset, cfg.seed).to(device)
     run = setup_training(cfg, splits, device)
     order = torch.Generator().manual_seed(cfg.seed)  # same data order for BN and no-BN
     progress = Progress(cfg, run.steps_per_epoch)
@@ -104,7 +106,7 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     if cfg.train.checkpoint and checkpoint.exists():
         record = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
         _log(cfg, f"resuming after epoch {record.epoch} from {checkpoint.name}")
-    run.on_step = step_hook(cfg, run, record.probes, progress, claim)
+    run.on_step = step_hook(cfg, run, record, progress, claim)
 
     status, resumed_after, wall_before = "completed", record.epoch, record.wall_time_s
     for epoch in range(record.epoch + 1, cfg.train.epochs + 1):
@@ -117,7 +119,8 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
         if result.diverged:
             status = "diverged"
         else:
-            row |= evaluation(run, splits)
+            row |= evaluation(run, last=epoch == cfg.train.epochs)
+            record.evals.append(eval_row(epoch * run.steps_per_epoch, epoch, row))
         row["epoch_time_s"] = time.perf_counter() - t0
         record.metrics.append(row)
         write_record(cfg, record)
@@ -135,7 +138,11 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
         record.probes += final_probes(cfg.probes, run.model, splits, step)
         write_record(cfg, record)
 
-    summary = base_summary(cfg) | finish_summary(record, status, splits)
+    final = {}
+    if cfg.train.eval_train and status == "completed":
+        train_eval = evaluate(run.model, splits.train_x, splits.train_y, memory_format(cfg.train))
+        final = {f"train_eval_{k}": v for k, v in train_eval.items()}
+    summary = base_summary(cfg) | finish_summary(record, status, splits, final)
     summary |= {"device": str(device), "threads": torch.get_num_threads()}
     summary |= {"started_at": claim.started_at, "pid": os.getpid()}
     summary |= {"resumed_after_epoch": resumed_after} if resumed_after else {}
@@ -162,20 +169,43 @@ def memory_format(train: TrainConfig) -> torch.memory_format:
     return torch.channels_last if train.channels_last else torch.contiguous_format
 
 
-def evaluation(run: Training, splits: Splits) -> dict:
-    """The epoch's val_* and test_* metrics (eval mode)."""
-    layout = memory_format(run.train)
-    val = evaluate(run.model, splits.val_x, splits.val_y, layout)
-    test = evaluate(run.model, splits.test_x, splits.test_y, layout)
-    return {f"val_{k}": v for k, v in val.items()} | {f"test_{k}": v for k, v in test.items()}
+def evaluation(run: Training, last: bool) -> dict:
+    """The epoch's val_* metrics (eval mode, on the val subset when set), and test_* at the
+    last epoch (every epoch with train.test_every_epoch): only what the measures read."""
+    row = validation(run)
+    if last or run.train.test_every_epoch:
+        test = evaluate(run.model, run.splits.test_x, run.splits.test_y, memory_format(run.train))
+        row |= {f"test_{k}": v for k, v in test.items()}
+    return row
 
 
-def step_hook(cfg: Config, run: Training, probe_rows: list[dict], progress: Progress, claim: Claim):
-    """(step, lr) -> None before each update: in-training probes, progress, the heartbeat."""
-    probe = probe_hook(cfg, run, probe_rows)
+def validation(run: Training) -> dict:
+    n = run.train.val_subset or len(run.splits.val_y)
+    x, y = run.splits.val_x[:n], run.splits.val_y[:n]
+    return {f"val_{k}": v for k, v in evaluate(run.model, x, y, memory_format(run.train)).items()}
+
+
+def eval_row(step: int, epoch: int, metrics: dict) -> dict:
+    return {
+        "step": step,
+        "epoch": epoch,
+        "val_loss": metrics["val_loss"],
+        "val_acc": metrics["val_acc"],
+    }
+
+
+def step_hook(cfg: Config, run: Training, record: RunRecord, progress: Progress, claim: Claim):
+    """(step, lr) -> None before each update: in-training probes, validation every
+    train.val_every steps, progress, the heartbeat."""
+    probe = probe_hook(cfg, run, record.probes)
+    every, per_epoch = cfg.train.val_every, run.steps_per_epoch
 
     def on_step(step: int, lr: float) -> None:
         probe(step, lr)
+        # After `step` updates; an epoch's end is validated (and recorded) by the epoch loop.
+        if every and step % every == 0 and step % per_epoch:
+            record.evals.append(eval_row(step, step // per_epoch + 1, validation(run)))
+            run.model.train()  # evaluate() left it in eval mode, mid-epoch
         progress.step()
         claim.beat()  # cheap: touches the file only every HEARTBEAT_S
 
@@ -204,6 +234,7 @@ def write_record(cfg: Config, record: RunRecord) -> None:
     directory = run_dir(cfg)
     write_csv(directory / METRICS_FILE, METRIC_COLUMNS, record.metrics)
     write_csv(directory / STEPS_FILE, STEP_COLUMNS, record.steps)
+    write_csv(directory / EVALS_FILE, EVALS_COLUMNS, record.evals)
     if cfg.probes.names:
         write_csv(directory / PROBES_FILE, PROBE_COLUMNS, record.probes)
 
@@ -246,14 +277,15 @@ def slurm_ids() -> dict:
     return {"slurm_job_id": job, "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
 
 
-def finish_summary(record: RunRecord, status: str, splits: Splits) -> dict:
+def finish_summary(record: RunRecord, status: str, splits: Splits, final: dict) -> dict:
+    """The finished run's outcome; `final` adds to the last epoch's metrics (eval_train)."""
     rows = record.metrics
     evaluated = [r for r in rows if "val_acc" in r]
     best = max(evaluated, key=lambda r: r["val_acc"], default=None)
     return {
         "status": status,
         "epochs_completed": len(evaluated),
-        "final": {k: rows[-1].get(k) for k in FINAL_KEYS},
+        "final": {k: rows[-1].get(k) for k in FINAL_KEYS} | final,
         "best_val_acc": best["val_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "first_loss": record.first_loss,

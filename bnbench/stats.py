@@ -120,6 +120,118 @@ def holm(pvalues) -> np.ndarray:
     return adjusted
 
 
+# --- the verdict's test: one paired comparison, judged against a smallest effect `delta` ----
+#
+# A claim's primary measure is a set of paired differences treatment - control, one per seed.
+# p: exact sign-flip permutation test (every 2^n sign pattern up to n = EXACT_MAX_N, a seeded
+# Monte Carlo beyond), two-sided, on the mean. CI: the t-interval, or scipy's BCa bootstrap
+# where the claim declares it (skewed measures such as censored step counts). Equivalence
+# (no effect): both one-sided tests against +-delta reject at 5%, i.e. the 90% CI lies inside
+# (-delta, +delta). Power: the minimum detectable effect at this n (80% power, two-sided 5%)
+# and the seeds that would detect delta, both from the observed spread (normal theory).
+
+ALPHA = 0.05
+POWER = 0.8
+EXACT_MAX_N = 16
+MONTE_CARLO_PATTERNS = 100_000
+OUTCOMES = ("supported", "contradicted", "no effect", "inconclusive")
+
+
+def sign_flip_pvalue(diffs, seed: int = RNG_SEED) -> float:
+    """Two-sided p of mean = 0 under random signs: the share of sign patterns whose |mean|
+    is at least the observed one. Exact for n <= EXACT_MAX_N (the smallest p is 2 / 2^n);
+    equal differences get that smallest p, never 0."""
+    x = _clean(diffs)
+    n = len(x)
+    if n == 0:
+        return np.nan
+    if n <= EXACT_MAX_N:
+        patterns = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    else:
+        rng = np.random.default_rng(seed)
+        patterns = rng.choice([-1, 1], size=(MONTE_CARLO_PATTERNS, n))
+    observed = abs(x.sum())
+    sums = np.abs(patterns @ x)
+    extreme = (sums >= observed * (1 - 1e-12) - 1e-12).sum()  # ties within rounding count
+    if n > EXACT_MAX_N:  # Monte Carlo: count the observed pattern itself (never p = 0)
+        return float((extreme + 1) / (MONTE_CARLO_PATTERNS + 1))
+    return float(extreme / len(patterns))
+
+
+def interval(diffs, confidence: float, method: str = "t") -> tuple[float, float]:
+    """The CI of the mean difference: t-interval, or BCa bootstrap (falls back to t where
+    the bootstrap cannot run: fewer than 3 values or no spread)."""
+    x = _clean(diffs)
+    if method == "bca" and len(x) >= 3 and np.ptp(x) > 0:
+        result = sps.bootstrap(
+            (x,),
+            np.mean,
+            confidence_level=confidence,
+            method="BCa",
+            n_resamples=N_RESAMPLES,
+            random_state=RNG_SEED,
+        )
+        lo, hi = result.confidence_interval
+        if np.isfinite(lo) and np.isfinite(hi):
+            return float(lo), float(hi)
+    _, lo, hi, _ = ci_mean(x, confidence)
+    return lo, hi
+
+
+def detectable(sd: float, n: int) -> float:
+    """Smallest true mean difference a two-sided 5% test detects with 80% power at n seeds."""
+    if n < 2 or not np.isfinite(sd):
+        return np.nan
+    dof = n - 1
+    return float((sps.t.ppf(1 - ALPHA / 2, dof) + sps.t.ppf(POWER, dof)) * sd / np.sqrt(n))
+
+
+def seeds_needed(sd: float, delta: float, cap: int = 10_000) -> float:
+    """Seeds at which an effect of size delta is detected with 80% power (NaN if no spread)."""
+    if not np.isfinite(sd) or sd <= 0 or delta <= 0:
+        return np.nan
+    n = 2
+    while n < cap and detectable(sd, n) > delta:
+        n += 1
+    return float(n)
+
+
+def judge_paired(diffs, direction: str, delta: float, ci: str = "t") -> dict:
+    """A claim's outcome from its paired differences (see the rule above): mean, 95% CI,
+    90% CI, n, exact p, outcome, and the power figures."""
+    x = _clean(diffs)
+    n = len(x)
+    mean = float(x.mean()) if n else np.nan
+    sd = float(x.std(ddof=1)) if n > 1 else np.nan
+    lo, hi = interval(x, 1 - ALPHA, ci) if n else (np.nan, np.nan)
+    lo90, hi90 = interval(x, 1 - 2 * ALPHA, ci) if n else (np.nan, np.nan)
+    p = sign_flip_pvalue(x)
+    sign = 1 if direction == "higher" else -1
+    if n and p < ALPHA and sign * mean > 0:
+        outcome = "supported"
+    elif n and p < ALPHA and sign * mean < 0:
+        outcome = "contradicted"
+    elif n > 1 and -delta < lo90 and hi90 < delta:
+        outcome = "no effect"
+    else:
+        outcome = "inconclusive"
+    return dict(
+        mean=mean,
+        lo=lo,
+        hi=hi,
+        lo90=lo90,
+        hi90=hi90,
+        n=n,
+        sd=sd,
+        p=p,
+        method=f"sign-flip, {ci} CI",
+        delta=delta,
+        outcome=outcome,
+        mde=detectable(sd, n),
+        seeds_for_delta=seeds_needed(sd, delta),
+    )
+
+
 # --- tables of runs ------------------------------------------------------------------------
 
 

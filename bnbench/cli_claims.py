@@ -1,0 +1,162 @@
+"""`bnbench claims`: the claims on trial, their protocols, their sweeps and their verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from bnbench.terminal import console, fail
+
+PROFILES = ("quick", "full")
+
+claims_app = typer.Typer(
+    help=(
+        "The ten claims about batch norm: list them, show one, run their sweeps, judge them.\n\n"
+        "Examples:\n\n"
+        "  bnbench claims list\n\n"
+        "  bnbench claims show higher-lr\n\n"
+        "  bnbench claims run --all --profile quick\n\n"
+        "  bnbench claims verdict higher-lr results/quick"
+    ),
+    no_args_is_help=True,
+)
+
+
+def _claim(name: str):
+    from bnbench.claims import UnknownClaim, get_claim
+
+    try:
+        return get_claim(name)
+    except UnknownClaim as error:
+        fail(str(error))
+
+
+@claims_app.command("list", help="Every claim: number, name, the sentence, its primary measure.")
+def claims_list() -> None:
+    from bnbench.claims import load_claims
+
+    table = Table("#", "name", "claim (article)", "primary measure")
+    for claim in load_claims().values():
+        table.add_row(
+            str(claim.number),
+            claim.name,
+            f"{claim.text} ({claim.source})",
+            f"{claim.primary.label} [{claim.primary.unit}]",
+        )
+    console.print(table)
+
+
+@claims_app.command("show", help="A claim's sentence, source, sweep, measures, delta and anchor.")
+def claims_show(name: str) -> None:
+    claim = _claim(name)
+    p = claim.primary
+    rows = [
+        ("claim", f"{claim.number}. {claim.name}"),
+        ("text", claim.text),
+        ("source", f"../shared/seeds/{claim.source}.txt"),
+        ("sweep", f"conf/experiment/{claim.experiment}.yaml"),
+        ("primary", f"{p.label}: {_arms(p)}; claimed {p.direction}, delta {p.delta:g} {p.unit}"),
+        ("why", claim.why),
+        *[("secondary", f"{m.label} [{m.unit}]") for m in claim.secondary],
+        ("anchor", claim.anchor),
+        ("reproduce", f"bnbench claims run {claim.name} --profile full  (or quick)"),
+    ]
+    for label, value in rows:
+        console.print(f"[bold]{label:>9}[/bold]  {value}", highlight=False)
+
+
+def _arms(measure) -> str:
+    def text(arm: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in arm.items())
+
+    return f"{text(measure.treatment)} - {text(measure.control)}"
+
+
+@claims_app.command(
+    "verdict",
+    help=(
+        "The claim's verdict from its sweep under RESULTS_DIR (a results root such as "
+        "results/full): the primary measure's effect with its 95% CI, n, exact p and delta, "
+        "the outcome (supported / contradicted / no effect / inconclusive, or incomplete), "
+        "then the secondary cells with Holm-adjusted p. Needs only the run files and the "
+        "sweep's plan.json. Exit code 3 when the sweep is incomplete."
+    ),
+)
+def claims_verdict(
+    name: str,
+    results_dir: str = typer.Argument("results/full", help="results root holding claim_* sweeps"),
+) -> None:
+    from bnbench.claims import verdict
+    from bnbench.verdicts import primary_row, secondary_rows
+
+    claim = _claim(name)
+    if not Path(results_dir).is_dir():
+        fail(f"no results directory at {results_dir}", code=1)
+    result = verdict(claim.name, results_dir)
+    console.print(result.sentence, markup=False, highlight=False)
+    if result.status == "incomplete":
+        raise typer.Exit(3)
+    table = Table(title=f"claim {claim.number}: {claim.name} ({result.profile} profile)")
+    columns = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
+    for column in columns:
+        table.add_column(column)
+    table.add_row(*primary_row(result))
+    for row in secondary_rows(result):
+        table.add_row(*row)
+    console.print(table)
+
+
+@claims_app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "Train the sweeps of several claims through one pool of workers (torch loaded once "
+        "per worker, the longest runs first, no idle worker at each sweep's end), then report "
+        "each sweep and print each claim's verdict. Finished runs are skipped, so the same "
+        "command resumes. Extra arguments are Hydra overrides for every sweep.\n\n"
+        "Examples:\n\n"
+        "  bnbench claims run --all --profile quick\n\n"
+        "  bnbench claims run higher-lr placement --profile full --jobs 2"
+    ),
+)
+def claims_run(
+    ctx: typer.Context,
+    names: list[str] = typer.Argument(None, help="claim names (or --all)"),
+    all_claims: bool = typer.Option(False, "--all", help="every claim"),
+    profile: str = typer.Option("full", help="quick | full"),
+    jobs: int = typer.Option(None, min=1, help="worker processes (default: every core)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count the runs; train nothing"),
+) -> None:
+    from bnbench.claims import load_claims
+    from bnbench.config import ConfigError
+    from bnbench.sweeps import plan_claims, report_and_judge, train_claims
+
+    claims = load_claims()
+    # typer hands `key=value` words to NAMES: they are the sweeps' Hydra overrides
+    words = [*(names or []), *ctx.args]
+    names, overrides = [w for w in words if "=" not in w], [w for w in words if "=" in w]
+    if profile not in PROFILES:
+        fail(f"invalid --profile={profile!r}: allowed: {' | '.join(PROFILES)}")
+    chosen = list(claims) if all_claims else list(names or [])
+    if not chosen:
+        fail("name one or more claims, or --all (see `bnbench claims list`)")
+    for name in chosen:
+        _claim(name)
+    try:
+        sweeps = plan_claims([claims[n] for n in chosen], profile, overrides)
+    except ConfigError as error:
+        fail(str(error))
+    for sweep in sweeps:
+        console.print(
+            f"{sweep.directory}: {len(sweep.plan)} runs, {len(sweep.todo)} to train",
+            highlight=False,
+        )
+    if dry_run:
+        return
+    try:
+        train_claims(sweeps, jobs, log=lambda line: console.print(line, highlight=False))
+    except KeyboardInterrupt:
+        fail("interrupted; to resume, run the same command again", code=130)
+    report_and_judge(sweeps, [claims[n] for n in chosen], console)

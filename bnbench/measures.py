@@ -1,0 +1,351 @@
+"""The measures a claim can name in conf/claims.yaml: functions from a sweep's runs to paired
+differences `treatment - control`, one per seed (and per cell, for measures split by a key).
+
+Every measure has the signature
+
+    measure(runs, sweep, treatment, control, **args) -> DataFrame[cell, seed, diff]
+
+`runs` is the sweep's table (bnbench.aggregate, one row per finished run), `sweep` its
+directory (for per-run files: evals.csv, probes.csv), `treatment` and `control` the two arms
+as {config key: value or [values]}. Seeds pair the arms: the same seed is the same data
+draw, data order and starting weights. Arms that may differ in a hyperparameter are each
+taken at their own best value of the `over` keys, chosen on mean validation accuracy over
+seeds (never on test). Accuracy differences are in percentage points.
+
+A new claim that uses these measures needs only YAML; a new measure is one function here,
+registered in MEASURES. Reads files only; never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bnbench.stats import scored
+from bnbench.store import EVALS_FILE, PROBES_FILE, run_path
+
+Arm = dict  # {config key: value or list of values}
+TRAINS_FRACTION = 0.5  # "trains": final val accuracy at least halfway from chance to the best
+
+
+# --- arms and pairing ----------------------------------------------------------------------
+
+
+def in_arm(runs: pd.DataFrame, arm: Arm) -> pd.Series:
+    """Which runs belong to the arm: every key equal to its value (or one of its values)."""
+    mask = pd.Series(True, index=runs.index)
+    for key, value in arm.items():
+        if key not in runs.columns:
+            raise KeyError(f"arm key {key!r} is not a config key of this sweep's runs")
+        values = value if isinstance(value, list) else [value]
+        column = runs[key]
+        wanted = column.isna() if values == [None] else column.isin(values)
+        mask &= wanted
+    return mask
+
+
+def best_setting(runs: pd.DataFrame, over: list[str], select: str = "val_acc") -> pd.DataFrame:
+    """The runs at the setting of `over` with the highest mean `select` over seeds."""
+    if not over:
+        return runs
+    score = runs.assign(_score=scored(runs, select))
+    means = score.groupby(over, dropna=False)["_score"].mean()
+    best = means.idxmax()
+    best = best if isinstance(best, tuple) else (best,)
+    mask = pd.Series(True, index=runs.index)
+    for key, value in zip(over, best, strict=True):
+        mask &= runs[key].isna() if pd.isna(value) else runs[key].eq(value)
+    return runs[mask]
+
+
+def setting_label(runs: pd.DataFrame, over: list[str]) -> str:
+    if not over or runs.empty:
+        return ""
+    first = runs.iloc[0]
+    return ", ".join(f"{key.split('.')[-1]}={_fmt(first[key])}" for key in over)
+
+
+def per_seed(runs: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """One value per seed (the mean where an arm has several runs of one seed)."""
+    return values.groupby(runs["seed"]).mean()
+
+
+def pair(treated: pd.Series, controlled: pd.Series, cell: str) -> pd.DataFrame:
+    """treatment - control for the seeds both arms have."""
+    both = treated.index.intersection(controlled.index)
+    diff = treated[both] - controlled[both]
+    return pd.DataFrame({"cell": cell, "seed": both, "diff": diff.to_numpy()})
+
+
+def paired_at_best(runs, values, treatment, control, over, select, cell) -> pd.DataFrame:
+    """Each arm at its own best `over` setting, then paired by seed."""
+    arms = {}
+    for name, arm in (("treatment", treatment), ("control", control)):
+        chosen = best_setting(runs[in_arm(runs, arm)], over, select)
+        arms[name] = (per_seed(chosen, values[chosen.index]), setting_label(chosen, over))
+    labels = f" ({arms['treatment'][1]} vs {arms['control'][1]})" if over else ""
+    return pair(arms["treatment"][0], arms["control"][0], cell + labels)
+
+
+def split_by(runs: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(label, runs) per value of the `by` keys, or one group of all runs."""
+    if not by:
+        return [("", runs)]
+    groups = runs.groupby(by, dropna=False, sort=True)
+    return [(_label(by, key), group) for key, group in groups]
+
+
+# --- the measures --------------------------------------------------------------------------
+
+
+def final_metric(
+    runs, sweep, treatment, control, metric="test_acc", over=(), by=(), select="val_acc"
+) -> pd.DataFrame:
+    """A final metric (accuracies in points, a diverged run at chance), each arm at its best
+    `over` setting, one cell per value of the `by` keys."""
+    values = scored(runs, metric) * (100 if metric.endswith("acc") else 1)
+    parts = [
+        paired_at_best(group, values, treatment, control, list(over), select, label or metric)
+        for label, group in split_by(runs, list(by))
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def generalization_gap(
+    runs, sweep, treatment, control, over=(), by=(), select="val_acc"
+) -> pd.DataFrame:
+    """Eval-mode training accuracy minus test accuracy (points), each arm at its best `over`
+    setting; diverged runs are left out (a net at chance has no gap to speak of)."""
+    ok = runs[runs["status"].eq("completed")]
+    gap = 100 * (ok["train_eval_acc"] - ok["test_acc"])
+    parts = [
+        paired_at_best(group, gap, treatment, control, list(over), select, label or "gap")
+        for label, group in split_by(ok, list(by))
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def steps_to_target(
+    runs, sweep, treatment, control, over=(), margin=1.0, select="val_acc"
+) -> pd.DataFrame:
+    """log2 of the optimizer steps until validation accuracy first reaches the target, each
+    arm at its best `over` setting. The target: the weaker arm's mean final val accuracy at
+    its best setting, minus `margin` points (so the weaker arm reaches it too, mostly). A run
+    that never reaches it is censored at its step budget; a diverged run counts as censored."""
+    evals = read_run_csvs(sweep, runs, EVALS_FILE)
+    chosen = {
+        name: best_setting(runs[in_arm(runs, arm)], list(over), select)
+        for name, arm in (("treatment", treatment), ("control", control))
+    }
+    final = {name: 100 * scored(arm, "val_acc").mean() for name, arm in chosen.items()}
+    target = min(final.values()) - margin
+    budget = evals["step"].max()  # the completed runs' last step: the sweep's step budget
+    arms = {}
+    for name, arm in chosen.items():
+        steps = []
+        for run in arm.itertuples():
+            curve = evals[evals["run_id"].eq(run.run_id)]
+            hit = curve[100 * curve["val_acc"] >= target]["step"]
+            steps.append(hit.min() if len(hit) and run.status == "completed" else budget)
+        arms[name] = per_seed(arm, pd.Series(np.log2(np.asarray(steps, float)), index=arm.index))
+    label = (
+        f"log2 steps to {target:.1f}% val acc ({setting_label(chosen['treatment'], list(over))} "
+        f"vs {setting_label(chosen['control'], list(over))})"
+    )
+    return pair(arms["treatment"], arms["control"], label)
+
+
+def largest_trainable(
+    runs, sweep, treatment, control, factor="optim.lr", fraction=TRAINS_FRACTION
+) -> pd.DataFrame:
+    """log10 of the largest value of `factor` at which the arm still trains (not diverged,
+    final val accuracy at least `fraction` of the way from chance to the sweep's best run);
+    an arm that trains nowhere sits one grid step below the grid."""
+    val = scored(runs, "val_acc")
+    chance = runs["chance_acc"]
+    trains = runs["status"].eq("completed") & (val >= chance + fraction * (val.max() - chance))
+    log_value = np.log10(runs[factor].astype(float))
+    steps = np.diff(np.sort(log_value.unique()))
+    floor = log_value.min() - (steps.min() if len(steps) else 1)
+    arms = {}
+    for name, arm in (("treatment", treatment), ("control", control)):
+        member = runs[in_arm(runs, arm)]
+        ok = log_value[member.index].where(trains[member.index])
+        arms[name] = ok.groupby(member["seed"]).max().fillna(floor)
+    return pair(arms["treatment"], arms["control"], f"log10 largest trainable {_short(factor)}")
+
+
+def trainable_range(
+    runs, sweep, treatment, control, factor="model.init_scale", within=5.0
+) -> pd.DataFrame:
+    """Decades of `factor` (log10 span) over which the arm's final val accuracy is within
+    `within` points of its own best value over `factor`, per seed."""
+    val = 100 * scored(runs, "val_acc")
+    log_value = np.log10(runs[factor].astype(float))
+    arms = {}
+    for name, arm in (("treatment", treatment), ("control", control)):
+        member = runs[in_arm(runs, arm)]
+        spans = {}
+        for seed, group in member.groupby("seed"):
+            near = val[group.index] >= val[group.index].max() - within
+            chosen = log_value[group.index][near]
+            spans[seed] = chosen.max() - chosen.min()
+        arms[name] = pd.Series(spans)
+    cell = f"decades of {_short(factor)} within {within:g} points of the arm's best"
+    return pair(arms["treatment"], arms["control"], cell)
+
+
+def spread(runs, sweep, treatment, control, over=("model.init",), metric="val_acc"):
+    """Max - min of a final accuracy (points) across the settings of `over`, per seed."""
+    values = 100 * scored(runs, metric)
+    arms = {}
+    for name, arm in (("treatment", treatment), ("control", control)):
+        member = runs[in_arm(runs, arm)]
+        grouped = values[member.index].groupby(member["seed"])
+        arms[name] = grouped.max() - grouped.min()
+    keys = ", ".join(_short(k) for k in over)
+    return pair(arms["treatment"], arms["control"], f"spread of {metric} over {keys} (points)")
+
+
+def probe_mean(
+    runs, sweep, treatment, control, probe="ics_cos", transform="identity", skip_first=True
+) -> pd.DataFrame:
+    """A probe's value averaged over its layers and probe steps, per run (`one_minus` turns a
+    cosine into a distance); the first layer is left out where it is 0 by construction."""
+    probes = read_run_csvs(sweep, runs, PROBES_FILE)
+    rows = probes[probes["probe"].eq(probe)]
+    if skip_first and len(rows):
+        first = rows.groupby("run_id")["layer"].transform("first")
+        rows = rows[rows["layer"] != first]
+    values = pd.to_numeric(rows["value"], errors="coerce")
+    values = 1 - values if transform == "one_minus" else values
+    per_run = values.groupby(rows["run_id"]).mean().reindex(runs["run_id"])
+    per_run.index = runs.index
+    arms = {
+        name: per_seed(runs[in_arm(runs, arm)], per_run[in_arm(runs, arm)])
+        for name, arm in (("treatment", treatment), ("control", control))
+    }
+    label = f"{'1 - ' if transform == 'one_minus' else ''}{probe}, mean over layers and steps"
+    return pair(arms["treatment"], arms["control"], label)
+
+
+def gradient_ratio_growth(
+    runs, sweep, treatment, control, depth="model.depth", by=("model.activation",)
+) -> pd.DataFrame:
+    """How far the log10 ratio of the first to the last layer's gradient norm moves from its
+    value at the shallowest depth to its value at the deepest, |change| in decades, averaged
+    over the probe steps (initialization included) and over the `by` cells, per seed. Vanishing
+    gradients push the ratio down with depth, exploding ones up; the depth-1 ratio already
+    reflects the layers' sizes, so only its change with depth is about depth."""
+    probes = read_run_csvs(sweep, runs, PROBES_FILE)
+    grads = probes[probes["probe"].eq("grad_norm")]
+    ratios = {}
+    for run_id, rows in grads.groupby("run_id"):
+        per_step = rows.groupby("step")["value"].agg(["first", "last"])
+        ratios[run_id] = np.log10(per_step["first"] / per_step["last"]).mean()
+    ratio = runs["run_id"].map(ratios)
+    shallow, deep = runs[depth].min(), runs[depth].max()
+    keys = ["seed", *by]
+    arms = {}
+    for name, arm in (("treatment", treatment), ("control", control)):
+        member = runs[in_arm(runs, arm)]
+        at_depth = {
+            d: ratio[rows.index].groupby([rows[k] for k in keys]).mean()
+            for d, rows in (
+                (shallow, member[member[depth].eq(shallow)]),
+                (deep, member[member[depth].eq(deep)]),
+            )
+        }
+        change = (at_depth[deep] - at_depth[shallow]).abs()
+        arms[name] = change.groupby(level="seed").mean()  # averaged over the `by` cells
+    cell = f"|change| in log10 first/last gradient norm, depth {shallow} to {deep} (decades)"
+    return pair(arms["treatment"], arms["control"], cell)
+
+
+def difference_in_differences(
+    runs, sweep, treatment, control, factor="train.batch_size", base=128, at=(2,)
+) -> pd.DataFrame:
+    """The treatment arm's change in final val accuracy (points) from factor=base to each
+    factor=at, minus the control arm's same change: what the factor costs the treatment
+    beyond what it costs a control that does not depend on it (BN vs group norm)."""
+    val = 100 * scored(runs, "val_acc")
+    parts = []
+    for value in at if isinstance(at, list | tuple) else [at]:
+        changes = {}
+        for name, arm in (("treatment", treatment), ("control", control)):
+            member = runs[in_arm(runs, arm)]
+            level = {
+                v: per_seed(member[member[factor].eq(v)], val[member.index][member[factor].eq(v)])
+                for v in (value, base)
+            }
+            changes[name] = level[value] - level[base]
+        cell = f"{_short(factor)} {value} vs {base}: change minus the control's change"
+        parts.append(pair(changes["treatment"], changes["control"], cell))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_time(runs, sweep, treatment, control, condition="batch_b32_shuffled") -> pd.DataFrame:
+    """Test accuracy of each trained model with `condition`'s normalization statistics minus
+    with its running (population) ones, points (probe test_time_acc)."""
+    probes = read_run_csvs(sweep, runs, PROBES_FILE)
+    acc = probes[probes["probe"].eq("test_time_acc")].pivot(
+        index="run_id", columns="layer", values="value"
+    )
+    member = runs[in_arm(runs, treatment)]
+    acc = acc.reindex(member["run_id"])
+    diff = 100 * (acc[condition].to_numpy() - acc["running"].to_numpy())
+    values = pd.Series(diff, index=member.index)
+    label = condition.removeprefix("batch_").replace("_", " ")
+    return (
+        pd.DataFrame(
+            {"cell": f"{label} vs running statistics", "seed": member["seed"], "diff": values}
+        )
+        .groupby(["cell", "seed"], as_index=False)["diff"]
+        .mean()
+    )
+
+
+MEASURES: dict[str, Callable[..., pd.DataFrame]] = {
+    f.__name__: f
+    for f in (
+        final_metric,
+        generalization_gap,
+        steps_to_target,
+        largest_trainable,
+        trainable_range,
+        spread,
+        probe_mean,
+        gradient_ratio_growth,
+        difference_in_differences,
+        test_time,
+    )
+}
+
+
+# --- files and labels ----------------------------------------------------------------------
+
+
+def read_run_csvs(sweep: Path, runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One CSV per run (evals.csv, probes.csv), stacked with its run_id."""
+    frames = []
+    for run_id in runs["run_id"]:
+        path = run_path(sweep, run_id) / name
+        if path.exists():
+            frames.append(pd.read_csv(path).assign(run_id=run_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
+
+
+def _short(key: str) -> str:
+    return key.split(".")[-1]
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _label(keys: list[str], values) -> str:
+    values = values if isinstance(values, tuple) else (values,)
+    return ", ".join(f"{_short(k)}={_fmt(v)}" for k, v in zip(keys, values, strict=True))

@@ -1,0 +1,74 @@
+"""Many sweeps through one pool of warm workers: what `bnbench claims run` trains with.
+
+Each claim is its own sweep, and running them one after another leaves a worker idle at
+every sweep's tail and starts a fresh process (torch import, data load) per sweep. Here the
+runs of every planned sweep go to one set of worker processes, longest first, so the pool
+stays full until the very end; each worker keeps torch imported and the datasets loaded
+(bnbench.data caches them per process) across all its runs.
+
+A run is still trained by bnbench.runner.execute, so claims, resume and interrupts behave
+exactly as under `bnbench run`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from bnbench.config import Config, run_id, train_size
+
+
+def estimated_cost(cfg: Config) -> float:
+    """A rough relative cost, for scheduling the longest runs first: image-passes scaled by
+    the net's size, plus a per-step overhead that dominates at tiny batches."""
+    images = cfg.train.epochs * train_size(cfg)
+    width = sum(w * w for w in cfg.model.widths) / (16**2 + 32**2 + 64**2)
+    steps = images / cfg.train.batch_size
+    return images * cfg.model.depth * width + 200 * steps
+
+
+def _warm_up() -> None:
+    import torch  # noqa: F401  (imported once per worker, not once per run)
+
+
+def _train(cfg: Config, jobs: int) -> str:
+    from bnbench.runner import execute
+
+    return execute(cfg, parallel_jobs=jobs)
+
+
+def run_pool(configs: list[Config], jobs: int, log: Callable[[str], None]) -> dict[str, str]:
+    """Train every config on `jobs` workers, longest first; {run_id: status}. Ctrl-C stops
+    the pool: runs in flight are marked interrupted (by the runner) and the rest not started."""
+    order = sorted(configs, key=estimated_cost, reverse=True)
+    statuses: dict[str, str] = {}
+    started = time.monotonic()
+    context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_warm_up) as pool:
+        futures = {pool.submit(_train, cfg, jobs): cfg for cfg in order}
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                cfg = futures[future]
+                try:
+                    statuses[run_id(cfg)] = future.result()
+                except Exception as error:  # a worker died (OOM kill): the next call retrains
+                    statuses[run_id(cfg)] = f"lost ({error.__class__.__name__})"
+                log(progress_line(done, len(order), statuses, cfg, time.monotonic() - started))
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return statuses
+
+
+def progress_line(done: int, total: int, statuses: dict, cfg: Config, elapsed: float) -> str:
+    """One line per finished run: k of N, its sweep and id, its status, elapsed and ETA."""
+    failed = sum(
+        s not in ("completed", "diverged", "skipped", "claimed") for s in statuses.values()
+    )
+    eta = elapsed / done * (total - done)
+    return (
+        f"[{done}/{total}] {cfg.sweep} {run_id(cfg)} seed={cfg.seed}: {statuses[run_id(cfg)]} "
+        f"({failed} failed; {elapsed / 60:.1f} min elapsed, ETA {eta / 60:.1f} min)"
+    )

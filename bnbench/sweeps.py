@@ -1,0 +1,71 @@
+"""The claims' sweeps as one job: plan them, train them through one pool, report and judge.
+
+`bnbench claims run` is this module: plan each claim's sweep (Hydra's expansion, every run
+validated before any trains) and write its plan file; train every unfinished run of every
+sweep through one pool of warm workers (bnbench.pool); then rebuild each sweep's report
+and the results root's index, and print each claim's verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bnbench.plan import PlannedRun, expand
+from bnbench.planfile import Plan, write_plan
+from bnbench.store import sweep_dir
+
+
+@dataclass
+class ClaimSweep:
+    experiment: str
+    profile: str
+    directory: Path
+    plan: list[PlannedRun]
+
+    @property
+    def todo(self) -> list[PlannedRun]:
+        return [p for p in self.plan if not p.done]
+
+
+def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
+    """Each distinct experiment of the claims, planned once (claims 4 and 10 share one), with
+    its plan file written; raises ConfigError on a bad override."""
+    sweeps = []
+    for experiment in dict.fromkeys(c.experiment for c in claims):
+        args = [f"experiment={experiment}", f"profile={profile}", *overrides]
+        plan = expand(args, multirun=True)
+        directory = sweep_dir(plan[0].config)
+        kept = [o for o in overrides if not o.startswith(("results_dir=", "hydra"))]
+        write_plan(directory, Plan(profile, kept, [p.run_id for p in plan]))
+        sweeps.append(ClaimSweep(experiment, profile, directory, plan))
+    return sweeps
+
+
+def train_claims(sweeps: list[ClaimSweep], jobs: int | None, log: Callable[[str], None]) -> None:
+    """Every unfinished run of every sweep through one pool of `jobs` workers."""
+    from bnbench.pool import run_pool
+    from bnbench.runtime import available_cores
+
+    todo = [p.config for sweep in sweeps for p in sweep.todo]
+    if not todo:
+        log("every run is finished; nothing to train")
+        return
+    jobs = jobs or available_cores()
+    log(f"training {len(todo)} runs on {jobs} workers, the longest first")
+    run_pool(todo, jobs, log)
+
+
+def report_and_judge(sweeps: list[ClaimSweep], claims, console) -> None:
+    """Each sweep's report, the root's index, and each claim's verdict on the terminal."""
+    from bnbench.claims import verdict
+    from bnbench.report import build_report
+
+    roots = {sweep.directory.parent for sweep in sweeps}
+    for root in roots:
+        build_report(root)
+        console.print(f"report: {root / 'report.html'}", highlight=False)
+    for claim in claims:
+        root = next(s.directory.parent for s in sweeps if s.experiment == claim.experiment)
+        console.print(verdict(claim.name, root).sentence, markup=False, highlight=False)

@@ -1,0 +1,73 @@
+"""How a verdict is shown, defined once for the terminal (`bnbench claims verdict`) and the
+reports (bnbench.report): the effect text, the rows of the verdict table, the index row."""
+
+from __future__ import annotations
+
+import math
+
+HEADER = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
+
+
+def signed(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:+.3g}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "-"
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.0e}"
+
+
+def effect_text(mean: float, lo: float, hi: float, unit: str) -> str:
+    """'+2.49 [-2.94, +7.92] points': the effect in its own unit."""
+    return f"{signed(mean)} [{signed(lo)}, {signed(hi)}] {unit}"
+
+
+def primary_row(result) -> list[str]:
+    p = result.primary
+    return [
+        f"PRIMARY: {p['label']} ({p['cell']})",
+        effect_text(p["mean"], p["lo"], p["hi"], p["unit"]),
+        str(p["n"]),
+        fmt_p(p["p"]),
+        "-",
+        f"{p['delta']:g}",
+        p["outcome"],
+    ]
+
+
+def secondary_rows(result) -> list[list[str]]:
+    rows = []
+    for row in result.secondary.itertuples():
+        rows.append(
+            [
+                f"{row.label}: {row.cell}" if row.cell != row.label else row.label,
+                effect_text(row.mean, row.lo, row.hi, row.unit),
+                str(row.n),
+                fmt_p(row.p),
+                fmt_p(row.p_holm),
+                f"{row.delta:g}",
+                row.outcome_holm,
+            ]
+        )
+    return rows
+
+
+def index_row(result) -> list[str]:
+    """For the root index: claim, outcome, primary effect [CI] with its unit, n, p, delta."""
+    name = f"{result.claim.number}. {result.claim.name}"
+    if result.status == "incomplete":
+        return [name, "incomplete", "-", "-", "-", "-", "-"]
+    p = result.primary
+    return [
+        name,
+        result.status,
+        p["label"],
+        effect_text(p["mean"], p["lo"], p["hi"], p["unit"]),
+        str(p["n"]),
+        fmt_p(p["p"]),
+        f"{p['delta']:g} {p['unit']}",
+    ]
+
+
+INDEX_HEADER = ["claim", "outcome", "primary measure", "effect [95% CI]", "n", "p", "delta"]
