@@ -39,16 +39,16 @@ test: install data  ## every test, the slow ones on real Fashion-MNIST included
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# One claim: its sweep (finished runs are skipped, so this resumes), its report, its verdict.
-# PROFILE=quick: 3 seeds on a small subset; full (default): 5 seeds, 5 000 images, 2 workers.
+# One claim, or all: the sweeps through one pool of workers (finished runs are skipped, so
+# this resumes), then each sweep's report and each claim's verdict.
+# PROFILE=quick: 3 seeds on a small subset; full (default): 10 seeds, each its own data draw.
 $(addprefix claim-,$(CLAIMS)): claim-%: install data
-	$(BNBENCH) run -m experiment=claim_$(subst -,_,$*) profile=$(PROFILE)
-	$(BNBENCH) report results/$(PROFILE)/claim_$(subst -,_,$*)
-	$(BNBENCH) claims verdict $* results/$(PROFILE) --profile $(PROFILE)
+	$(BNBENCH) claims run $* --profile $(PROFILE)
 
-claims: $(addprefix claim-,$(CLAIMS))  ## all ten, PROFILE=full unless given
+claims: install data  ## all ten, PROFILE=full unless given
+	$(BNBENCH) claims run --all --profile $(PROFILE)
 
-claims-quick:  ## all ten with the quick profile (about 19 minutes on 2 cores)
+claims-quick:  ## all ten with the quick profile
 	$(MAKE) claims PROFILE=quick
 
 bench: install data  ## training throughput vs a plain PyTorch loop

@@ -194,9 +194,11 @@ def secondary_table(measures, runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
     rows = []
     for measure in measures:
         diffs = differences(measure, runs, sweep)
+        several = diffs["cell"].nunique() > 1
         for cell, group in diffs.groupby("cell", sort=False):
             result = judge_paired(group["diff"], measure.direction, measure.delta, measure.ci)
-            about = {"label": measure.label, "cell": cell, "unit": measure.unit}
+            name = cell if several else measure.label  # a one-cell measure: its label says it
+            about = {"name": name, "label": measure.label, "cell": cell, "unit": measure.unit}
             rows.append(about | {"direction": measure.direction} | result)
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -228,11 +230,18 @@ def describe(claim: Claim, primary: dict) -> str:
             f"{_signed(primary['lo90'])}, {_signed(primary['hi90'])} inside +-{delta:g}): {effect}."
         )
     if outcome == "inconclusive":
-        return (
-            f"INCONCLUSIVE: {effect}. At n={primary['n']} the smallest effect detectable with "
-            f"80% power is {primary['mde']:.3g} {unit}; detecting {delta:g} {unit} would take "
-            f"about {_count(primary['seeds_for_delta'])} seeds."
-        )
+        needed = f"detecting {delta:g} {unit} would take about {_count(primary['seeds_for_delta'])}"
+        if np.isinf(primary["mde"]):
+            power = (
+                f"At n={primary['n']} the exact test cannot reach p < {ALPHA} whatever the "
+                f"effect (its smallest p is {2 / 2 ** primary['n']:.3g}); {needed} seeds."
+            )
+        else:
+            power = (
+                f"At n={primary['n']} the smallest effect detectable with 80% power is "
+                f"{primary['mde']:.3g} {unit}; {needed} seeds."
+            )
+        return f"INCONCLUSIVE: {effect}. {power}"
     return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}."
 
 

@@ -261,7 +261,7 @@ def gradient_ratio_growth(
         }
         change = (at_depth[deep] - at_depth[shallow]).abs()
         arms[name] = change.groupby(level="seed").mean()  # averaged over the `by` cells
-    cell = f"|change| in log10 first/last gradient norm, depth {shallow} to {deep} (decades)"
+    cell = f"absolute change in log10 first/last gradient norm, depth {shallow} to {deep}"
     return pair(arms["treatment"], arms["control"], cell)
 
 

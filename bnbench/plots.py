@@ -506,8 +506,7 @@ def plot_claim(result, title: str) -> Figure:
     p = result.primary
     rows = [{**p, "name": f"PRIMARY: {p['label']}", "shown": p["outcome"]}]
     for row in result.secondary.to_dict("records"):
-        name = row["label"] if row["cell"] == row["label"] else f"{row['label']}: {row['cell']}"
-        rows.append({**row, "name": name, "shown": row["outcome_holm"]})
+        rows.append({**row, "shown": row["outcome_holm"]})
     units = list(dict.fromkeys(r["unit"] for r in rows))
     heights = [len([r for r in rows if r["unit"] == u]) + 0.8 for u in units]
     fig = Figure(figsize=(9, 1.0 + 0.5 * sum(heights)), layout="constrained")

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import torch
@@ -26,7 +28,7 @@ from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
 from bnbench.progress import Progress
-from bnbench.runtime import keep_norms_fp32, setup_runtime, sigterm_raises
+from bnbench.runtime import keep_norms_fp32, runtime_facts, setup_runtime, sigterm_raises
 from bnbench.store import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -93,7 +95,8 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     directory = run_dir(cfg)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)  # a rerun starts from nothing
     write_config(directory / CONFIG_FILE, cfg)
-    started = time.time()
+    started, timing = time.time(), dict.fromkeys(TIMED, 0.0)
+    setup_clock = time.perf_counter()
     device = setup_runtime(cfg, parallel_jobs)
 
     torch.manual_seed(cfg.seed)
@@ -101,25 +104,31 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     run = setup_training(cfg, splits, device)
     order = torch.Generator().manual_seed(cfg.seed)  # same data order for BN and no-BN
     progress = Progress(cfg, run.steps_per_epoch)
-    record = RunRecord()
+    record, discarded = RunRecord(), False
     checkpoint = directory / CHECKPOINT_FILE
     if cfg.train.checkpoint and checkpoint.exists():
-        record = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
-        _log(cfg, f"resuming after epoch {record.epoch} from {checkpoint.name}")
-    run.on_step = step_hook(cfg, run, record, progress, claim)
+        loaded = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
+        discarded = loaded is None  # set aside, with a warning: the run starts from epoch 1
+        if loaded is not None:
+            record = loaded
+            _log(cfg, f"resuming after epoch {record.epoch} from {checkpoint.name}")
+    run.on_step = step_hook(cfg, run, record, progress, claim, timing)
+    timing["setup_s"] = time.perf_counter() - setup_clock
 
     status, resumed_after, wall_before = "completed", record.epoch, record.wall_time_s
     for epoch in range(record.epoch + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         perm = torch.randperm(len(splits.train_y), generator=order).to(device)
-        result = train_epoch(run, epoch, perm, record.first_loss)
+        with timed(timing, "train_s"):  # the hook moves its probes and evals out of it
+            result = train_epoch(run, epoch, perm, record.first_loss)
         record.steps += result.step_rows
         record.first_loss, record.epoch = result.first_loss, epoch
         row = {"epoch": epoch, **result.stats}
         if result.diverged:
             status = "diverged"
         else:
-            row |= evaluation(run, last=epoch == cfg.train.epochs)
+            with timed(timing, "eval_s"):
+                row |= evaluation(run, last=epoch == cfg.train.epochs)
             record.evals.append(eval_row(epoch * run.steps_per_epoch, epoch, row))
         row["epoch_time_s"] = time.perf_counter() - t0
         record.metrics.append(row)
@@ -135,22 +144,44 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
         from bnbench.probes import final_probes
 
         step = cfg.train.epochs * run.steps_per_epoch
-        record.probes += final_probes(cfg.probes, run.model, splits, step)
+        with timed(timing, "probes_s"):
+            record.probes += final_probes(cfg.probes, run.model, splits, step)
         write_record(cfg, record)
 
     final = {}
     if cfg.train.eval_train and status == "completed":
-        train_eval = evaluate(run.model, splits.train_x, splits.train_y, memory_format(cfg.train))
+        with timed(timing, "eval_s"):
+            train_eval = evaluate(
+                run.model, splits.train_x, splits.train_y, memory_format(cfg.train)
+            )
         final = {f"train_eval_{k}": v for k, v in train_eval.items()}
     summary = base_summary(cfg) | finish_summary(record, status, splits, final)
-    summary |= {"device": str(device), "threads": torch.get_num_threads()}
+    summary |= runtime_facts(device, cfg.train.amp)
     summary |= {"started_at": claim.started_at, "pid": os.getpid()}
     summary |= {"resumed_after_epoch": resumed_after} if resumed_after else {}
+    summary |= {"checkpoint_discarded": True} if discarded else {}
     summary["wall_time_s"] = wall_before + time.time() - started
+    summary["timing"] = timing  # this process's share; bnbench bench --sweep reads it
     claim.beat(force=True)  # still ours? (raises ClaimLost otherwise)
     write_json(directory / SUMMARY_FILE, summary)
     checkpoint.unlink(missing_ok=True)  # finished: a rerun skips the run, the state is no use
     return summary
+
+
+TIMED = ("setup_s", "train_s", "eval_s", "probes_s")  # where a run's time goes
+
+
+@contextmanager
+def timed(timing: dict, key: str, within: str | None = None) -> Iterator[None]:
+    """Add the block's seconds to timing[key] (and take them out of timing[within])."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds = time.perf_counter() - start
+        timing[key] += seconds
+        if within:
+            timing[within] -= seconds
 
 
 def setup_training(cfg: Config, splits: Splits, device: torch.device) -> Training:
@@ -194,17 +225,21 @@ def eval_row(step: int, epoch: int, metrics: dict) -> dict:
     }
 
 
-def step_hook(cfg: Config, run: Training, record: RunRecord, progress: Progress, claim: Claim):
+def step_hook(
+    cfg: Config, run: Training, record: RunRecord, progress: Progress, claim: Claim, timing: dict
+):
     """(step, lr) -> None before each update: in-training probes, validation every
     train.val_every steps, progress, the heartbeat."""
     probe = probe_hook(cfg, run, record.probes)
     every, per_epoch = cfg.train.val_every, run.steps_per_epoch
 
     def on_step(step: int, lr: float) -> None:
-        probe(step, lr)
+        with timed(timing, "probes_s", within="train_s"):
+            probe(step, lr)
         # After `step` updates; an epoch's end is validated (and recorded) by the epoch loop.
         if every and step % every == 0 and step % per_epoch:
-            record.evals.append(eval_row(step, step // per_epoch + 1, validation(run)))
+            with timed(timing, "eval_s", within="train_s"):
+                record.evals.append(eval_row(step, step // per_epoch + 1, validation(run)))
             run.model.train()  # evaluate() left it in eval mode, mid-epoch
         progress.step()
         claim.beat()  # cheap: touches the file only every HEARTBEAT_S

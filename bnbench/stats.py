@@ -178,10 +178,18 @@ def interval(diffs, confidence: float, method: str = "t") -> tuple[float, float]
     return lo, hi
 
 
+# The exact sign-flip test's smallest two-sided p is 2 / 2^n: below this many seeds no
+# difference, however large, can be significant at ALPHA.
+MIN_DECISIVE_N = next(n for n in range(1, 64) if 2 / 2**n < ALPHA)
+
+
 def detectable(sd: float, n: int) -> float:
-    """Smallest true mean difference a two-sided 5% test detects with 80% power at n seeds."""
+    """Smallest true mean difference a two-sided 5% test detects with 80% power at n seeds
+    (infinite below MIN_DECISIVE_N seeds, where the exact test cannot reject at all)."""
     if n < 2 or not np.isfinite(sd):
         return np.nan
+    if n < MIN_DECISIVE_N:
+        return np.inf
     dof = n - 1
     return float((sps.t.ppf(1 - ALPHA / 2, dof) + sps.t.ppf(POWER, dof)) * sd / np.sqrt(n))
 
@@ -190,7 +198,7 @@ def seeds_needed(sd: float, delta: float, cap: int = 10_000) -> float:
     """Seeds at which an effect of size delta is detected with 80% power (NaN if no spread)."""
     if not np.isfinite(sd) or sd <= 0 or delta <= 0:
         return np.nan
-    n = 2
+    n = MIN_DECISIVE_N
     while n < cap and detectable(sd, n) > delta:
         n += 1
     return float(n)

@@ -41,7 +41,7 @@ def secondary_rows(result) -> list[list[str]]:
     for row in result.secondary.itertuples():
         rows.append(
             [
-                f"{row.label}: {row.cell}" if row.cell != row.label else row.label,
+                row.name,
                 effect_text(row.mean, row.lo, row.hi, row.unit),
                 str(row.n),
                 fmt_p(row.p),
