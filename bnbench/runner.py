@@ -78,6 +78,10 @@ def execute(cfg: Config, parallel_jobs: int = 1) -> str:
             _log(cfg, f"stopped: {why}")
             return "claimed"
         except Exception as error:  # one broken run must not end the sweep
+            if type(error).__name__ == "UncompletedJobError":  # submitit: no requeue left
+                record_unfinished(cfg, claim, "interrupted", {"error": repr(error)})
+                _log(cfg, "interrupted at the time limit; the next call resumes it")
+                return "interrupted"
             extra = {"error": repr(error), "traceback": traceback.format_exc()}
             record_unfinished(cfg, claim, "failed", extra)
             _log(cfg, f"failed: {error!r}")
