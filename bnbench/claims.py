@@ -24,11 +24,11 @@ import yaml
 
 from bnbench.aggregate import SkippedRunWarning, load_runs
 from bnbench.measures import MEASURES
+from bnbench.paths import CLAIMS_FILE
 from bnbench.planfile import read_plan
 from bnbench.stats import ALPHA, judge_paired
 from bnbench.stats import holm as holm_adjust
 
-CLAIMS_FILE = Path(__file__).resolve().parent.parent / "conf" / "claims.yaml"
 DIRECTIONS = ("higher", "lower")
 CI_METHODS = ("t", "bca")
 

@@ -27,6 +27,7 @@ from bnbench.config import Config, TrainConfig, run_id
 from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
+from bnbench.paths import PACKAGE
 from bnbench.progress import Progress
 from bnbench.runtime import keep_norms_fp32, runtime_facts, setup_runtime, sigterm_raises
 from bnbench.store import (
@@ -337,10 +338,14 @@ def finish_summary(record: RunRecord, status: str, splits: Splits, final: dict) 
 
 
 def git_commit() -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
+    """bnbench's own commit when it runs from its git checkout; None when installed from a
+    wheel (a virtual environment inside the user's repository must not report theirs)."""
+    checkout = PACKAGE.parent
+    if not ((checkout / ".git").exists() and (checkout / "conf" / "claims.yaml").exists()):
+        return None
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return None
