@@ -7,7 +7,9 @@ the launcher will start; every job is composed and checked before any of them tr
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +18,11 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bnbench.config import Config, ConfigError, register_configs, run_id, to_config, validate
-from bnbench.store import FINISHED, run_dir, run_status
+from bnbench.store import FINISHED, run_path, run_status, sweep_dir
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -36,8 +39,13 @@ class PlannedRun:
         return self.status in FINISHED
 
 
-def expand(overrides: list[str], multirun: bool = False) -> list[PlannedRun]:
-    """The runs `bnbench run OVERRIDES [-m]` would launch; raises ConfigError on bad input."""
+def expand(
+    overrides: list[str],
+    multirun: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[PlannedRun]:
+    """The runs `bnbench run OVERRIDES [-m]` would launch; raises ConfigError on bad input.
+    progress(done, total) is called after each job is composed and checked."""
     register_configs()
     parser = OverridesParser.create()
     try:
@@ -56,20 +64,81 @@ def expand(overrides: list[str], multirun: bool = False) -> list[PlannedRun]:
             params = _compose(fixed, hydra=True).hydra.sweeper.params or {}
             lines = [f"{key}={value}" for key, value in params.items()] + list(overrides)
             jobs = BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]
-        plan = []
-        for job in jobs:
-            cfg = _compose(job)
+        plan, composed = [], {}
+        for done, job in enumerate(jobs, 1):
+            cfg = _compose_job(job, composed)
             validate(cfg)
-            plan.append(PlannedRun(list(job), cfg, run_id(cfg), run_status(run_dir(cfg))))
+            rid = run_id(cfg)
+            plan.append(PlannedRun(list(job), cfg, rid, run_status(run_path(sweep_dir(cfg), rid))))
+            if progress is not None:
+                progress(done, len(jobs))
     GlobalHydra.instance().clear()
     return plan
 
 
+# `seed=N` as the sweeper writes it into a job's overrides (a plain non-negative integer).
+SEED_OVERRIDE = re.compile(r"\+{0,2}seed=(0|[1-9][0-9]*)")
+
+
+def _compose_job(job: list[str], composed: dict) -> Config:
+    """The job's config. Composing costs ~75 ms, so jobs that differ only in their seed are
+    composed once: the others are a copy with the seed set, which is the config (and run
+    id) that composing them gives, since no value is derived from the seed (checked)."""
+    seed = _seed_of(job)
+    if seed is None:
+        return _typed(_compose(job))
+    rest = tuple(o for o in job if not SEED_OVERRIDE.fullmatch(o))
+    base = composed.get(rest)
+    if base is None:
+        raw = _compose(job)
+        cfg = _typed(raw)
+        if not _mentions_seed(raw):
+            composed[rest] = cfg
+        return cfg
+    cfg = _copy(base)
+    cfg.seed = seed
+    return cfg
+
+
+def _copy(cfg: Config) -> Config:
+    """A deep copy of a config (sections hold scalars and flat lists); 10x faster than
+    copy.deepcopy."""
+    twin = copy.copy(cfg)
+    for name, section in vars(cfg).items():
+        if hasattr(section, "__dataclass_fields__"):
+            section = copy.copy(section)
+            for key, value in vars(section).items():
+                if isinstance(value, list):
+                    setattr(section, key, list(value))
+            setattr(twin, name, section)
+    return twin
+
+
+def _seed_of(job: list[str]) -> int | None:
+    """The job's seed when a single plain `seed=N` override sets it, else None."""
+    setting = [o for o in job if o.split("=", 1)[0].lstrip("+~") == "seed"]
+    match = SEED_OVERRIDE.fullmatch(setting[0]) if len(setting) == 1 else None
+    return int(match.group(1)) if match else None
+
+
+def _mentions_seed(cfg) -> bool:
+    """Whether any value interpolates the seed (`${seed}`): then it cannot just be swapped."""
+    text = OmegaConf.to_yaml(cfg, resolve=False)
+    return any("seed" in part for part in re.findall(r"\$\{[^}]*\}", text))
+
+
 def _compose(overrides: list[str], hydra: bool = False):
+    """The composed DictConfig (with Hydra's own node when hydra=True)."""
     try:
-        cfg = compose("config", overrides=overrides, return_hydra_config=hydra)
-        return cfg if hydra else to_config(cfg)
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(one_line(error)) from None
+
+
+def _typed(cfg) -> Config:
+    try:
+        return to_config(cfg)
+    except OmegaConfBaseException as error:
         raise ConfigError(one_line(error)) from None
 
 
