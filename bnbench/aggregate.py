@@ -13,9 +13,10 @@ it; the rest still loads.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -28,16 +29,18 @@ from bnbench.store import (
     FINISHED,
     METRIC_COLUMNS,
     METRICS_FILE,
+    OPTIONAL_FINAL_KEYS,
     RUNS_DIR,
     SUMMARY_FILE,
     SUMMARY_REQUIRED,
+    TEST_COLUMNS,
     write_atomic,
 )
 
 # runs.csv's final metrics: summary.json's "final" without the LR (the config's optim.lr
 # column already says it; for a schedule, the last LR is in curves.csv).
 FINAL_COLUMNS = [c for c in FINAL_KEYS if c != "lr"]
-EVAL_COLUMNS = ["val_loss", "val_acc", "test_loss", "test_acc"]
+VAL_COLUMNS = ["val_loss", "val_acc"]
 TOP_LEVEL_KEYS = tuple(f.name for f in fields(Config))  # config keys without a dot: seed, sweep...
 
 
@@ -64,6 +67,7 @@ class Aggregate:
     skipped: list[tuple[Path, str]]
     runs_csv: Path
     curves_csv: Path
+    mixed: list[str] = field(default_factory=list)  # settings the runs did not share
 
 
 # --- finding and reading run directories ---------------------------------------------------
@@ -105,6 +109,9 @@ def _read_finished_summary(directory: Path) -> dict:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         raise CorruptRun("summary.json unreadable") from None
+    if not isinstance(summary, dict):
+        kind = type(summary).__name__
+        raise CorruptRun(f"summary.json holds a JSON {kind}, not a run summary") from None
     status = summary.get("status")
     if status not in FINISHED:
         error = str(summary.get("error", ""))[:120]
@@ -113,6 +120,8 @@ def _read_finished_summary(directory: Path) -> dict:
     missing += [f"final.{k}" for k in FINAL_COLUMNS if k not in (summary.get("final") or {})]
     if missing:
         raise CorruptRun(f"summary.json lacks {', '.join(missing)}")
+    if not isinstance(summary["final"], dict) or type(summary["epochs_completed"]) is not int:
+        raise CorruptRun("summary.json's final or epochs_completed has the wrong type")
     return summary
 
 
@@ -120,7 +129,8 @@ def _read_metrics(directory: Path, summary: dict) -> pd.DataFrame:
     """metrics.csv, refused when truncated: a completed run has one full row per evaluated
     epoch; a diverged run has one more, without val/test columns."""
     try:
-        metrics = pd.read_csv(directory / METRICS_FILE)
+        text = (directory / METRICS_FILE).read_text()
+        metrics = pd.read_csv(io.StringIO(text))
     except (OSError, ValueError) as error:
         raise CorruptRun(f"metrics.csv unreadable ({error.__class__.__name__})") from None
     missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
@@ -136,13 +146,28 @@ def _read_metrics(directory: Path, summary: dict) -> pd.DataFrame:
         raise CorruptRun(f"metrics.csv has {len(metrics)} rows, summary.json says {expected}")
     if metrics["epoch"].tolist() != list(range(1, expected + 1)):
         raise CorruptRun("metrics.csv epochs are not 1, 2, ... in order")
-    # A row cut short loses its last fields; epoch_time_s is last, val/test exist when evaluated.
-    if (
-        metrics["epoch_time_s"].isna().any()
-        or metrics[EVAL_COLUMNS][:evaluated].isna().to_numpy().any()
-    ):
+    if _cut_off(text):
         raise CorruptRun("metrics.csv has a cut-off row (truncated)")
+    # Whole rows: epoch_time_s is always there, val on every evaluated epoch, test on the
+    # last one (on every one in runs recorded before that); an empty one is a NaN metric.
+    required = {"epoch_time_s": metrics.index, **dict.fromkeys(VAL_COLUMNS, range(evaluated))}
+    required |= dict.fromkeys(TEST_COLUMNS, [evaluated - 1] if evaluated else [])
+    for column, rows in required.items():
+        nan = metrics.loc[list(rows), column].isna()
+        if nan.any():
+            epoch = int(metrics.loc[nan.idxmax(), "epoch"])
+            raise CorruptRun(
+                f"metrics.csv holds NaN in {column} at epoch {epoch} "
+                f"(the run recorded a non-finite metric)"
+            )
     return metrics
+
+
+def _cut_off(text: str) -> bool:
+    """A file cut mid-row: its last line lacks the newline, or a row lacks fields."""
+    lines = text.split("\n")
+    fields_per_row = lines[0].count(",")
+    return lines[-1] != "" or any(line.count(",") != fields_per_row for line in lines[1:-1])
 
 
 def scan(path: str | Path) -> tuple[list[Run], list[tuple[Path, str]]]:
@@ -177,6 +202,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         s = run.summary
         row = {"run_id": s["run_id"], "status": s["status"], **run.config}
         row |= {k: s["final"][k] for k in FINAL_COLUMNS}
+        row |= {k: s["final"][k] for k in OPTIONAL_FINAL_KEYS if k in s["final"]}
         row |= {k: s.get(k) for k in ("best_val_acc", "best_epoch", "epochs_completed")}
         row["wall_time_s"] = s["wall_time_s"]
         row["chance_acc"] = chance_accuracy(s, run.config.get("dataset.name", ""))
@@ -184,7 +210,8 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if not rows:
         return table
-    numeric = FINAL_COLUMNS + ["best_val_acc", "wall_time_s", "chance_acc"]
+    optional = [k for k in OPTIONAL_FINAL_KEYS if k in table.columns]
+    numeric = FINAL_COLUMNS + optional + ["best_val_acc", "wall_time_s", "chance_acc"]
     # None (a run diverged before any evaluation) becomes NaN; epochs stay whole numbers
     return table.astype({c: float for c in numeric} | {"best_epoch": "Int64"})
 
@@ -247,15 +274,47 @@ def output_dir(path: str | Path) -> Path:
     return path.parent if path.name == RUNS_DIR else path
 
 
-def aggregate(path: str | Path) -> Aggregate:
-    """Load both tables once and write runs.csv and curves.csv (atomically) into path."""
+def aggregate(path: str | Path, out: str | Path | None = None) -> Aggregate:
+    """Load both tables once and write runs.csv and curves.csv (atomically) into out
+    (default: path itself, or the sweep dir of a runs/ dir)."""
     if not Path(path).is_dir():
         raise FileNotFoundError(f"no results directory at {path}")
     found, skipped = scan(path)
     runs = runs_table(found)
     curves = curves_table(found, comparison_keys(runs))
-    out = output_dir(path)
+    out = Path(out) if out is not None else output_dir(path)
     runs_csv, curves_csv = out / "runs.csv", out / "curves.csv"
     write_atomic(runs_csv, runs.to_csv(index=False))
     write_atomic(curves_csv, curves.to_csv(index=False))
-    return Aggregate(runs, curves, skipped, runs_csv, curves_csv)
+    return Aggregate(runs, curves, skipped, runs_csv, curves_csv, mixed_settings(found))
+
+
+# What a run id leaves out but the numbers depend on (bit for bit): where and how it ran.
+# device and threads are summary.json's (what the run used); the rest come from its config.
+RUNTIME_KEYS = ("device", "device_name", "threads", "tf32", "cudnn_deterministic")
+LAYOUT_KEYS = ("train.channels_last",)
+
+
+def mixed_settings(runs: list[Run]) -> list[str]:
+    """One line for each setting outside the run id that the runs did not all share."""
+    lines = []
+    for key in (*RUNTIME_KEYS, *LAYOUT_KEYS):
+        counts: dict[str, int] = {}
+        for run in runs:
+            value = run.config.get(key) if key in LAYOUT_KEYS else _runtime(run.summary, key)
+            if value is not None:
+                counts[str(value)] = counts.get(str(value), 0) + 1
+        if len(counts) > 1:
+            spread = ", ".join(f"{value} ({n} runs)" for value, n in sorted(counts.items()))
+            lines.append(
+                f"the runs mixed {key}: {spread}; metrics repeat bit for bit only with the "
+                "same device, threads and memory format, so compare them with care"
+            )
+    return lines
+
+
+def _runtime(summary: dict, key: str):
+    """A runtime fact from summary.json, top level or under "runtime"; cuda:1 -> cuda."""
+    runtime = summary.get("runtime")
+    value = summary.get(key, runtime.get(key) if isinstance(runtime, dict) else None)
+    return value.split(":")[0] if key == "device" and isinstance(value, str) else value

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
+from pathlib import Path
 
 import hydra
 import typer
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
+from bnbench.cli_claims import claims_app
 from bnbench.config import DEVICES, NORMS, ConfigError, identity, register_configs, to_config
 from bnbench.plan import CONF_DIR, PlannedRun, expand
-from bnbench.store import read_summary, run_dir
+from bnbench.store import FULL, claimed_elsewhere, disk_full, read_summary, run_dir
+from bnbench.terminal import console, err_console, fail
 
 app = typer.Typer(
     help=(
@@ -28,16 +32,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-if not console.is_terminal:  # logs and pipes: do not squeeze the tables to 80 columns
-    console.width = 160
-err_console = Console(stderr=True)
 DEFAULT_COMPARISON = ["model.norm=batch,none"]
 
 
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"bnbench: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+app.add_typer(claims_app, name="claims")
 
 
 @app.command(
@@ -63,9 +61,10 @@ def run(
     if not overrides:
         overrides, multirun = DEFAULT_COMPARISON, True
     try:
-        plan = expand(overrides, multirun)
+        plan = expand(overrides, multirun, progress=planning_progress())
     except ConfigError as error:
         fail(str(error))
+    refuse_missing_cuda(plan, overrides)
     todo = [p for p in plan if not p.done]
     console.print(
         f"{len(plan)} run(s) planned in {run_dir(plan[0].config).parent}: "
@@ -95,8 +94,16 @@ def run(
                 check_data(todo[0])
                 launch(overrides, multirun)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the run in flight is marked interrupted
+            # A second Ctrl-C while exiting would end the process by SIGINT (exit -2).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             again = shlex.join(["bnbench", *sys.argv[1:]])
             fail(f"interrupted; to resume, run the same command again: {again}", code=130)
+        except SweepStopped as stop:
+            fail(
+                f"{stop}; the sweep stopped: finished runs are kept, the run in flight is "
+                "unfinished; free some space and run the same command again",
+                code=1,
+            )
     console.print(plan_table(plan, with_results=True))
     failed = [
         p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"
@@ -105,12 +112,48 @@ def run(
         fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
 
 
+def planning_progress():
+    """progress(done, total) for expand: a line on stderr each second once it takes over one."""
+    started = last = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 1.0 and done < total:
+            last = now
+            err_console.print(
+                f"planning: {done} of {total} runs composed and checked ({now - started:.0f} s)",
+                markup=False,
+                highlight=False,
+            )
+
+    return progress
+
+
+def refuse_missing_cuda(plan: list[PlannedRun], overrides: list[str]) -> None:
+    """device=cuda on a machine without a GPU fails in every run: refuse it up front. Not
+    for the SLURM launcher, whose jobs run on other nodes than the one that plans them."""
+    if not any(p.config.device == "cuda" for p in plan):
+        return
+    if any(o.startswith("hydra/launcher=") and "slurm" in o for o in overrides):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        fail("invalid device='cuda': no CUDA device on this machine; allowed here: auto | cpu")
+
+
+class SweepStopped(BaseException):
+    """Ends the sweep from inside a Hydra job; a BaseException, so that Hydra, which records
+    a job's Exception and goes on, lets it through (as it does KeyboardInterrupt)."""
+
+
 def check_data(first: PlannedRun) -> None:
     """Fail before launching when the dataset cannot be loaded (every run would fail)."""
     from bnbench.data import DatasetNotFound, load_splits
 
     try:
-        load_splits(first.config.dataset)
+        load_splits(first.config.dataset, first.config.seed)
     except DatasetNotFound as error:
         fail(str(error))
 
@@ -130,7 +173,13 @@ def launch(overrides: list[str], multirun: bool) -> None:
 def hydra_job(cfg: DictConfig) -> str:
     from bnbench.runner import execute  # torch loads only when something trains
 
-    return execute(to_config(cfg), parallel_jobs())
+    try:
+        return execute(to_config(cfg), parallel_jobs())
+    except OSError as error:  # a full disk: every later run would fail the same way
+        if error.errno not in FULL:
+            raise
+        where = error.filename or to_config(cfg).results_dir
+        raise SweepStopped(disk_full(Path(where)).strerror) from None
 
 
 def parallel_jobs() -> int:
@@ -156,7 +205,7 @@ def plan_table(plan: list[PlannedRun], with_results: bool) -> Table:
             table.add_column(column, justify="right")
     for p, flat in zip(plan, configs, strict=True):
         summary = read_summary(run_dir(p.config)) or {}
-        row = [p.run_id, *(str(flat[k]) for k in varying), summary.get("status", p.status)]
+        row = [p.run_id, *(str(flat[k]) for k in varying), summary.get("status") or status(p)]
         if with_results:
             final = summary.get("final") or {}
             row += [
@@ -168,6 +217,15 @@ def plan_table(plan: list[PlannedRun], with_results: bool) -> Table:
             ]
         table.add_row(*row)
     return table
+
+
+def status(p: PlannedRun) -> str:
+    """A run without a summary: new, running elsewhere (another process holds its claim),
+    or unfinished (its process was killed; the next call trains it)."""
+    directory = run_dir(p.config)
+    if claimed_elsewhere(directory):
+        return "running elsewhere"
+    return "unfinished" if directory.exists() else "new"
 
 
 def _fmt(value, pattern: str) -> str:
@@ -207,23 +265,34 @@ def data(
         "Rebuild runs.csv, curves.csv, every figure, REPORT.md and report.html from the run "
         "files alone (no training). RESULTS_DIR: a sweep directory (results/default), a "
         "results root holding several sweeps, or a copy brought back from a cluster.\n\n"
-        "Example: bnbench report results/default"
+        "Example: bnbench report results/default\n\n"
+        "Example: bnbench report /read-only/results --out reports/cluster"
     )
 )
-def report(results_dir: str = typer.Argument("results/default")) -> None:
+def report(
+    results_dir: str = typer.Argument("results/default"),
+    out: str = typer.Option(
+        None, "--out", help="Write everything here instead of into RESULTS_DIR (read-only results)."
+    ),
+) -> None:
     import warnings
 
     from bnbench.aggregate import SkippedRunWarning
     from bnbench.report import NoRunsError, build_report, headline_text
 
-    with warnings.catch_warnings():
+    check_report_target(results_dir, out)
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", SkippedRunWarning)  # listed below, once each
         try:
-            result = build_report(results_dir)
+            result = build_report(results_dir, out)
         except NoRunsError as error:
             fail(str(error), code=1)
-    for run, reason in result.skipped:
-        err_console.print(f"warning: skipped {run}: {reason}", markup=False, highlight=False)
+        except OSError as error:  # a sweep dir without write access, a full disk
+            fail(f"cannot write {error.filename}: {error.strerror or error}", code=1)
+    lines = [f"skipped {run}: {reason}" for run, reason in result.skipped] + result.warnings
+    lines += [str(w.message) for w in caught]  # e.g. an unreadable plan.json, named in it
+    for line in dict.fromkeys(lines):
+        err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"read {result.n_runs} run(s), skipped {len(result.skipped)}; "
         f"{len(result.figures) // 2} figure(s)\nreport: {result.report_md}\n"
@@ -232,6 +301,21 @@ def report(results_dir: str = typer.Argument("results/default")) -> None:
         highlight=False,
     )
     console.print(headline_text(result), markup=False, highlight=False)
+
+
+def check_report_target(results_dir: str, out: str | None) -> None:
+    """Refuse a report that could not be written, before reading any run."""
+    from bnbench.aggregate import output_dir
+    from bnbench.store import check_writable
+
+    if not Path(results_dir).is_dir():
+        return  # build_report says the directory is missing
+    target = Path(out) if out is not None else output_dir(results_dir)
+    try:
+        check_writable(target)
+    except OSError as error:
+        key, hint = ("--out", "") if out is not None else ("results_dir", "; use --out DIR")
+        fail(f"invalid {key}={str(target)!r}: not writable ({error.strerror or error}){hint}")
 
 
 @app.command(
@@ -254,8 +338,15 @@ def bench(
     rounds: int = typer.Option(5, min=1),
     steps: int = typer.Option(30, min=1, help="training steps per timed measurement"),
     out: str = typer.Option("results/bench", help="directory for bench.csv and bench.json"),
+    sweep: bool = typer.Option(
+        False, "--sweep", help="where a claim sweep's time goes, the old way and the new"
+    ),
+    seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the 12-run mini-sweep"),
 ) -> None:
     from bnbench.bench import BenchOptions, run_bench
+
+    if sweep:
+        return sweep_bench(seeds, out)
 
     for value in norm:
         if value not in NORMS:
@@ -295,96 +386,25 @@ def bench(
     )
 
 
-claims_app = typer.Typer(
-    help=(
-        "The ten claims about batch norm: list them, show one, give its verdict from runs.\n\n"
-        "Examples:\n\n"
-        "  bnbench claims list\n\n"
-        "  bnbench claims show higher-lr\n\n"
-        "  bnbench claims verdict higher-lr results/quick"
-    ),
-    no_args_is_help=True,
-)
-app.add_typer(claims_app, name="claims")
+def sweep_bench(seeds: int, out: str) -> None:
+    """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
+    from bnbench.bench_sweep import run_sweep_bench
 
-
-def _claim(name: str):
-    from bnbench.claims import UnknownClaim, get_claim
-
-    try:
-        return get_claim(name)
-    except UnknownClaim as error:
-        fail(str(error))
-
-
-@claims_app.command("list", help="Every claim: number, name, the sentence, its source.")
-def claims_list() -> None:
-    from bnbench.claims import load_claims
-
-    table = Table("#", "name", "claim (article)", "experiment")
-    for claim in load_claims().values():
+    result = run_sweep_bench(seeds, out, log=lambda line: console.print(line, markup=False))
+    table = Table(title="bnbench bench --sweep: share of the workers' time (wall x workers)")
+    for column in ["", "runs", "wall s", "runs/h", "train", "eval", "probes", "setup", "outside"]:
+        table.add_column(column, justify="right")
+    for way in ("old", "new"):
+        r, f = result[way], result[way]["fractions"]
         table.add_row(
-            str(claim.number), claim.name, f"{claim.text} ({claim.source})", claim.experiment
+            way,
+            str(r["runs"]),
+            f"{r['wall_s']:.0f}",
+            f"{r['runs_per_hour']:.0f}",
+            *(f"{f[k]:.0%}" for k in ("train", "eval", "probes", "setup", "outside")),
         )
     console.print(table)
-
-
-@claims_app.command("show", help="A claim's sentence, source, protocol, metric and anchor.")
-def claims_show(name: str) -> None:
-    claim = _claim(name)
-    for label, value in [
-        ("claim", f"{claim.number}. {claim.name}"),
-        ("text", claim.text),
-        ("source", f"../shared/seeds/{claim.source}.txt"),
-        ("sweep", f"conf/experiment/{claim.experiment}.yaml"),
-        ("metric", claim.metric),
-        ("claimed", f"{claim.direction} (treatment - control)"),
-        ("test", claim.test),
-        ("anchor", claim.anchor),
-        ("reproduce", f"make claim-{claim.name}   (PROFILE=quick for the 3-seed version)"),
-    ]:
-        console.print(f"[bold]{label:>9}[/bold]  {value}", highlight=False)
-
-
-@claims_app.command(
-    "verdict",
-    help=(
-        "Compute the claim's verdict from the runs of its sweep under RESULTS_DIR "
-        "(default results/<profile>): the paired effect per cell with 95% CI, n and "
-        "Holm-adjusted p, then supported / contradicted / inconclusive (or incomplete)."
-    ),
-)
-def claims_verdict(
-    name: str,
-    results_dir: str = typer.Argument(None, help="results root holding claim_* sweeps"),
-    profile: str = typer.Option(
-        None, help="quick | full (default: the one the sweep was run with, else full)"
-    ),
-) -> None:
-    from bnbench.claims import verdict
-
-    claim = _claim(name)
-    if profile not in (None, "quick", "full"):
-        fail(f"invalid --profile={profile!r}: allowed: quick | full")
-    result = verdict(claim.name, results_dir or f"results/{profile or 'full'}", profile)
-    profile = result.profile
-    if result.status == "incomplete":
-        console.print(result.sentence, markup=False)
-        raise typer.Exit(3)
-    table = Table(title=f"claim {claim.number}: {claim.name} ({profile} profile)")
-    for column in ["cell", "mean diff", "95% CI", "n", "p (Holm)", "verdict"]:
-        table.add_column(column)
-    for row in result.cells.itertuples():
-        table.add_row(
-            row.cell,
-            f"{row.mean:+.3g}",
-            f"[{row.lo:+.3g}, {row.hi:+.3g}]",
-            str(row.n),
-            f"{row.p_holm:.3g}",
-            row.verdict,
-        )
-    console.print(table)
-    console.print(result.sentence, markup=False)
+    console.print(f"new / old wall time: {result['new_over_old_wall']:.2f}x; wrote {out}/")
 
 
 if __name__ == "__main__":

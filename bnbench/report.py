@@ -65,6 +65,7 @@ class ReportResult:
     skipped: list[tuple[Path, str]]  # (run_dir, reason)
     headline: str  # plain-text headline table
     verdict: object = None  # bnbench.claims.Verdict for a claim's sweep
+    warnings: list[str] = field(default_factory=list)  # e.g. runs that mixed thread counts
 
     @property
     def written(self) -> list[Path]:
@@ -405,25 +406,30 @@ def sweeps_under(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / RUNS_DIR).is_dir())
 
 
-def build_report(results_dir: str | Path) -> ReportResult:
+def build_report(results_dir: str | Path, out: str | Path | None = None) -> ReportResult:
     """Aggregate, draw and write the report for every finished run under results_dir; for a
     results root holding several sweeps, one report per sweep and an index with the claims'
-    verdicts."""
+    verdicts. Everything is written into out (default: results_dir itself), so read-only
+    results can be reported elsewhere."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoRunsError(f"no results directory at {results_dir}")
     sweeps = sweeps_under(results_dir)
     if sweeps:
-        return build_index(results_dir, [build_report(sweep) for sweep in sweeps])
-    agg = aggregate(results_dir)
+        root = results_dir if out is None else Path(out)
+        reports = [build_report(s, None if out is None else root / s.name) for s in sweeps]
+        return build_index(root, reports)
+    source = output_dir(results_dir)
+    out = source if out is None else Path(out)
+    agg = aggregate(results_dir, out)
     if agg.runs.empty:
         why = f" ({len(agg.skipped)} skipped as unfinished or corrupt)" if agg.skipped else ""
         raise NoRunsError(f"no finished runs under {results_dir}{why}")
-    out = output_dir(results_dir)
     figures = make_figures(agg.runs, agg.curves, out / "figures")
     headline = headline_table(agg.runs)
-    blocks = report_blocks(agg.runs, agg.skipped, figures, headline, out.resolve().name)
-    verdict = claim_verdict(out)
+    blocks = report_blocks(agg.runs, agg.skipped, figures, headline, source.resolve().name)
+    blocks[2:2] = [("p", f"Warning: {line}.") for line in agg.mixed]
+    verdict = claim_verdict(source)
     blocks[1:1] = claim_blocks(out, verdict)
     report_md, report_html = write_reports(blocks, out)
     return ReportResult(
@@ -437,6 +443,7 @@ def build_report(results_dir: str | Path) -> ReportResult:
         skipped=agg.skipped,
         headline=text_table(headline),
         verdict=verdict,
+        warnings=agg.mixed,
     )
 
 
@@ -477,6 +484,7 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
         n_runs=n_runs,
         skipped=[s for r in reports for s in r.skipped],
         headline=text_table(verdicts if verdicts.rows else sweeps),
+        warnings=[f"{r.results_dir.name}: {line}" for r in reports for line in r.warnings],
     )
 
 

@@ -16,8 +16,10 @@ processes working on one sweep never train the same run; see `claim_run`.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import math
 import os
 import socket
 import tempfile
@@ -39,6 +41,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 STEPS_FILE = "steps.csv"
 PROBES_FILE = "probes.csv"
+EVALS_FILE = "evals.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CLAIM_FILE = "claim.json"
@@ -62,8 +65,15 @@ METRIC_COLUMNS = [
 ]
 STEP_COLUMNS = ["step", "epoch", "train_loss", "lr"]
 PROBE_COLUMNS = ["step", "probe", "layer", "value"]  # long format; see bnbench/probes.py
-# summary.json's "final": the last metrics.csv row's metrics (its epoch and time aside).
+# Validation after `step` optimizer steps: every epoch's end, and every train.val_every steps.
+EVALS_COLUMNS = ["step", "epoch", "val_loss", "val_acc"]
+# The test columns of metrics.csv are filled on the last epoch (every epoch with
+# train.test_every_epoch); runs recorded before that have them on every epoch.
+TEST_COLUMNS = ["test_loss", "test_acc"]
+# summary.json's "final": the last metrics.csv row's metrics (its epoch and time aside),
+# and with train.eval_train, eval-mode loss and accuracy on the training images.
 FINAL_KEYS = [c for c in METRIC_COLUMNS if c not in ("epoch", "epoch_time_s")]
+OPTIONAL_FINAL_KEYS = ["train_eval_loss", "train_eval_acc"]
 # What every finished summary.json holds; a reader refuses a summary that lacks one.
 SUMMARY_REQUIRED = ("run_id", "status", "epochs_completed", "final", "wall_time_s")
 
@@ -81,12 +91,42 @@ def run_dir(cfg: Config) -> Path:
     return run_path(sweep_dir(cfg), run_id(cfg))
 
 
+class DiskFull(OSError):
+    """No space (or quota) left where a file was being written; the message says where."""
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding path (the "device" a full disk names)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def disk_full(path: Path) -> DiskFull:
+    """The one-line error for a write to path that ran out of space."""
+    error = DiskFull(errno.ENOSPC, f"no space left on {mount_point(path)} while writing {path}")
+    error.filename = str(path)
+    return error
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "w") -> Iterator:
     """An open file that appears at `path` only once it is complete (synced, renamed in);
-    on any error, or a kill, readers still see the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    on any error, or a kill, readers still see the old file or none. A full disk raises
+    DiskFull naming the file, with nothing partial left behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        if error.errno in FULL:
+            raise disk_full(path) from None
+        raise
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             yield f
@@ -94,8 +134,10 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared on clusters
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in FULL and not isinstance(error, DiskFull):
+            raise disk_full(path) from None
         raise
 
 
@@ -114,7 +156,20 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """Always valid JSON: a non-finite number (a diverged loss) is written as null."""
+    text = json.dumps(finite(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_atomic(path, text + "\n")
+
+
+def finite(value):
+    """value with every NaN or infinite float, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def write_config(path: Path, cfg: Config) -> None:
@@ -124,9 +179,10 @@ def write_config(path: Path, cfg: Config) -> None:
 def read_summary(directory: Path) -> dict | None:
     """The run's summary, or None when it is missing or unreadable (an unfinished run)."""
     try:
-        return json.loads((directory / SUMMARY_FILE).read_text())
+        summary = json.loads((directory / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None  # a JSON list or string
 
 
 def run_status(directory: Path) -> str:
@@ -215,9 +271,36 @@ def claim_run(directory: Path) -> Claim | None:
 def read_claim(directory: Path) -> dict:
     """Who holds the run (host, pid, started_at, token), or {} when nobody or unreadable."""
     try:
-        return json.loads((directory / CLAIM_FILE).read_text())
+        info = json.loads((directory / CLAIM_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}  # a list or a string is garbage too
+
+
+def describe_claim(directory: Path) -> str:
+    """Who holds the run's claim, in words, for the log of a process that skips the run."""
+    info = read_claim(directory)
+    if info.get("host") and isinstance(info.get("pid"), int):
+        return f"claimed by {info['host']} pid {info['pid']}"
+    try:
+        mtime = (directory / CLAIM_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return "claimed by another process, which has just released it"
+    # Judged by its age alone (see _holder): stale, and taken over, STALE_AFTER_S after mtime.
+    at = datetime.fromtimestamp(mtime + STALE_AFTER_S, timezone.utc).strftime("%H:%M:%S UTC")
+    return (
+        f"its {CLAIM_FILE} is unreadable (empty or not a claim); it is taken over once "
+        f"{STALE_AFTER_S / 60:g} minutes old, at {at}"
+    )
+
+
+def claimed_elsewhere(directory: Path) -> bool:
+    """True while another live process holds the run's claim (it is training the run)."""
+    holder = _holder(directory / CLAIM_FILE)
+    if holder is None or not holder[1]:
+        return False
+    info = read_claim(directory)
+    return not (info.get("host") == socket.gethostname() and info.get("pid") == os.getpid())
 
 
 def _create_claim(path: Path) -> Claim | None:
@@ -233,10 +316,14 @@ def _create_claim(path: Path) -> Claim | None:
         "started_at": datetime.now(timezone.utc).isoformat(),
         "token": uuid.uuid4().hex,
     }
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:  # an empty claim would hold the run for STALE_AFTER_S
+        path.unlink(missing_ok=True)
+        raise disk_full(path) if error.errno in FULL else error from None
     return Claim(path, info["token"], info["started_at"], time.monotonic())
 
 
