@@ -380,6 +380,11 @@ def test_the_catalogue_lists_every_kind_of_refusal():
         assert needle in commands
     for needle in ["ghost", "groups", "nrom", "batch,none", "DIR", "results_dir", "claims"]:
         assert needle in commands
+    # issue 16: paths out of results_dir, values that cannot train, unwritable reports
+    for needle in ["sweep=/", "sweep=..", "lr=inf", "lr=1e308", "gamma=-1", "diverge_factor"]:
+        assert needle in commands
+    for needle in ["seed=12345678901234567890", "report /sys"]:
+        assert needle in commands
 
 
 def damaged_dataset(directory: Path, train_images: bytes) -> Path:
