@@ -14,6 +14,7 @@ its run files and plan: no Hydra, no torch.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +73,16 @@ class Claim:
 
 def load_claims(path: Path = CLAIMS_FILE) -> dict[str, Claim]:
     entries = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(entries, dict):
+        raise ClaimFileError(f"{path}: expected a mapping of claim names to claims")
     claims = {name: parse_claim(name, fields) for name, fields in entries.items()}
     return dict(sorted(claims.items(), key=lambda item: item[1].number))
 
 
 def parse_claim(name: str, fields: dict) -> Claim:
     """A claim from its YAML entry; ClaimFileError naming the claim and the key otherwise."""
+    if not isinstance(fields, dict):
+        raise ClaimFileError(f"claim {name!r}: expected a mapping of keys, got {fields!r}")
     required = ("number", "text", "source", "experiment", "anchor", "why", "primary")
     missing = [k for k in required if k not in fields]
     if missing:
@@ -94,10 +99,15 @@ def parse_claim(name: str, fields: dict) -> Claim:
 
 
 def parse_measure(claim: str, fields: dict) -> Measure:
+    if not isinstance(fields, dict):
+        raise ClaimFileError(f"claim {claim!r}: a measure must be a mapping, got {fields!r}")
     try:
         measure = Measure(**fields)
     except TypeError as error:
         raise ClaimFileError(f"claim {claim!r}: {error}") from None
+    for key in ("treatment", "control", "args"):
+        if not isinstance(getattr(measure, key), dict):
+            raise ClaimFileError(f"claim {claim!r}: {key} must be a mapping")
     if measure.measure not in MEASURES:
         known = ", ".join(MEASURES)
         raise ClaimFileError(
@@ -108,8 +118,13 @@ def parse_measure(claim: str, fields: dict) -> Measure:
             f"claim {claim!r}: direction must be higher|lower and ci t|bca "
             f"(got {measure.direction!r}, {measure.ci!r})"
         )
-    if not measure.delta > 0:
-        raise ClaimFileError(f"claim {claim!r}: delta must be > 0 (got {measure.delta!r})")
+    delta = measure.delta
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not delta > 0:
+        raise ClaimFileError(f"claim {claim!r}: delta must be a number > 0 (got {delta!r})")
+    try:  # a typo in args is refused now, not when a sweep is judged
+        inspect.signature(MEASURES[measure.measure]).bind(None, None, None, None, **measure.args)
+    except TypeError as error:
+        raise ClaimFileError(f"claim {claim!r}: args of {measure.measure}: {error}") from None
     return measure
 
 
@@ -150,10 +165,14 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
         return Verdict(claim, "incomplete", sentence, {}, pd.DataFrame(), 0, 0, "?")
     done = plan.finished(sweep)
     if len(done) < len(plan.run_ids):
+        again = (
+            f"bnbench claims run {name} --profile {plan.profile}"
+            if plan.profile
+            else f"bnbench run -m {' '.join(plan.overrides)}"
+        )
         sentence = (
-            f"incomplete: {len(done)} of {len(plan.run_ids)} runs of the {plan.profile} sweep "
-            f"are finished in {sweep}; run `bnbench claims run {name} --profile {plan.profile}` "
-            f"to finish it (finished runs are kept)."
+            f"incomplete: {len(done)} of {len(plan.run_ids)} planned runs are finished in "
+            f"{sweep}; run `{again}` to finish it (finished runs are kept)."
         )
         status = "incomplete"
         return Verdict(

@@ -119,13 +119,14 @@ def generalization_gap(
 ) -> pd.DataFrame:
     """Eval-mode training accuracy minus test accuracy (points), each arm at its best `over`
     setting; diverged runs are left out (a net at chance has no gap to speak of)."""
-    ok = runs[runs["status"].eq("completed")]
-    gap = 100 * (ok["train_eval_acc"] - ok["test_acc"])
+    # The setting is chosen on all runs, as final_metric chooses it; a diverged run at the
+    # chosen setting has no gap and is left out of the pairs.
+    gap = 100 * (runs["train_eval_acc"] - runs["test_acc"]).where(runs["status"].eq("completed"))
     parts = [
         paired_at_best(group, gap, treatment, control, list(over), select, label or "gap")
-        for label, group in split_by(ok, list(by))
+        for label, group in split_by(runs, list(by))
     ]
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True).dropna(subset=["diff"])
 
 
 def steps_to_target(
@@ -244,7 +245,10 @@ def gradient_ratio_growth(
     grads = probes[probes["probe"].eq("grad_norm")]
     ratios = {}
     for run_id, rows in grads.groupby("run_id"):
-        per_step = rows.groupby("step")["value"].agg(["first", "last"])
+        # the first and last layer's rows as written (agg "first" would skip a NaN gradient)
+        per_step = rows.groupby("step")["value"].agg(
+            first=lambda v: v.iloc[0], last=lambda v: v.iloc[-1]
+        )
         ratios[run_id] = np.log10(per_step["first"] / per_step["last"]).mean()
     ratio = runs["run_id"].map(ratios)
     shallow, deep = runs[depth].min(), runs[depth].max()

@@ -219,7 +219,7 @@ def judge_paired(diffs, direction: str, delta: float, ci: str = "t") -> dict:
         outcome = "supported"
     elif n and p < ALPHA and sign * mean < 0:
         outcome = "contradicted"
-    elif n > 1 and -delta < lo90 and hi90 < delta:
+    elif n >= MIN_DECISIVE_N and -delta < lo90 and hi90 < delta:  # not from 2 equal values
         outcome = "no effect"
     else:
         outcome = "inconclusive"

@@ -444,11 +444,6 @@ def test_difference_in_differences_counts_a_diverged_small_batch_run_at_chance()
     assert by_seed(diffs) == {0: (10.0 - 80.0) - 0.0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradient_ratio_growth takes each step's first/last layer with groupby agg "
-    "'first'/'last', which skip NaN: a NaN first-layer gradient borrows the next layer's",
-)
 def test_gradient_ratio_growth_never_borrows_another_layers_gradient(tmp_path):
     rows = [arm | {"model.depth": d, "seed": 0} for arm in (BN, PLAIN) for d in (1, 8)]
     runs = runs_table(rows)
