@@ -29,6 +29,7 @@ from bnbench.aggregate import aggregate, factors, output_dir
 from bnbench.plots import FigureFile, fmt_value, make_figures, norm_label, norms_in
 from bnbench.stats import BOOTSTRAP_MIN_N, effects, holm, summarize
 from bnbench.store import RUNS_DIR, write_atomic
+from bnbench.verdicts import INDEX_HEADER, index_row
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
 # Settings worth stating when they are the same for every run.
@@ -64,7 +65,7 @@ class ReportResult:
     n_runs: int  # finished runs read
     skipped: list[tuple[Path, str]]  # (run_dir, reason)
     headline: str  # plain-text headline table
-    verdict: object = None  # bnbench.claims.Verdict for a claim's sweep
+    verdicts: list = field(default_factory=list)  # bnbench.claims.Verdict per claim judged here
     warnings: list[str] = field(default_factory=list)  # e.g. runs that mixed thread counts
 
     @property
@@ -281,56 +282,46 @@ def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, nam
     return blocks
 
 
-def claim_of(sweep: Path):
-    """The claim whose experiment made this sweep (its directory name), or None."""
+def claims_of(sweep: Path) -> list:
+    """The claims whose experiment made this sweep (its directory name); two claims may
+    share one sweep (claims 4 and 10)."""
     from bnbench.claims import load_claims
 
-    return next((c for c in load_claims().values() if c.experiment == sweep.name), None)
+    return [c for c in load_claims().values() if c.experiment == sweep.name]
 
 
-def claim_verdict(sweep: Path):
-    """The verdict of the claim whose sweep this is, or None for any other sweep."""
+def claim_verdicts(sweep: Path) -> list:
+    """The verdicts of the claims judged on this sweep (none for any other sweep)."""
     from bnbench.claims import verdict
 
-    claim = claim_of(sweep)
-    return None if claim is None else verdict(claim.name, sweep.parent)
+    return [verdict(claim.name, sweep.parent) for claim in claims_of(sweep)]
 
 
 def claim_blocks(sweep: Path, result) -> list:
-    """For a claim's sweep (results/<profile>/claim_*): its verdict, table and figure."""
+    """For a claim's sweep: the outcome, the primary effect, the secondary cells, the figure."""
     from bnbench.plots import plot_claim, save
+    from bnbench.verdicts import HEADER, primary_row, secondary_rows
 
-    if result is None:
-        return []
-    claim, profile = result.claim, result.profile
+    claim = result.claim
     heading = ("h2", f"Claim {claim.number}, {claim.name}: {result.status}")
-    quote = ("p", f"\u201c{claim.text}\u201d ({claim.source}). {result.sentence}")
+    quote = ("p", f"\u201c{claim.text}\u201d ({claim.source}).")
     if result.status == "incomplete":
-        return [heading, quote]
-    table = Table(["cell", "mean diff [95% CI]", "n", "p", "p (Holm)", "verdict"])
-    for row in result.cells.itertuples():
-        table.rows.append(
-            [
-                str(row.cell),
-                fmt_effect(row.mean, row.lo, row.hi),
-                str(row.n),
-                fmt_p(row.p),
-                fmt_p(row.p_holm),
-                row.verdict,
-            ]
-        )
-    fig = plot_claim(
-        result.cells, f"Claim {claim.number}: {claim.name} ({profile})", claim.direction
-    )
-    png, svg = sweep / "figures" / "claim.png", sweep / "figures" / "claim.svg"
+        return [heading, quote, ("p", result.sentence)]
+    table = Table(HEADER)
+    table.rows = [primary_row(result), *secondary_rows(result)]
+    why = ("p", f"Why this measure: {claim.why}")
+    fig = plot_claim(result, f"Claim {claim.number}: {claim.name} ({result.profile})")
+    stem = f"claim_{claim.number}"
+    png, svg = sweep / "figures" / f"{stem}.png", sweep / "figures" / f"{stem}.svg"
     save(fig, png), save(fig, svg)
     caption = (
-        f"Paired differences per cell with 95% CIs, coloured by the cell's verdict "
-        f"(Holm-adjusted p < 0.05); the shaded side is the one the claim predicts. "
+        "Paired differences treatment - control with 95% CIs, one panel per unit; the dashed "
+        "lines are +-delta, the shaded side the one the claim predicts. "
         f"Anchor: {claim.anchor}."
     )
-    figure = FigureFile("claim", f"Claim {claim.number}: {claim.name}", caption, png, svg)
-    return [heading, quote, ("table", table), ("figure", figure)]
+    figure = FigureFile(stem, f"Claim {claim.number}: {claim.name}", caption, png, svg)
+    outcome = ("p", result.sentence)
+    return [heading, quote, outcome, why, ("table", table), ("figure", figure)]
 
 
 def to_markdown(blocks: list, root: Path) -> str:
@@ -429,8 +420,8 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Repo
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, source.resolve().name)
     blocks[2:2] = [("p", f"Warning: {line}.") for line in agg.mixed]
-    verdict = claim_verdict(source)
-    blocks[1:1] = claim_blocks(out, verdict)
+    verdicts = claim_verdicts(source)
+    blocks[1:1] = [block for v in verdicts for block in claim_blocks(out, v)]
     report_md, report_html = write_reports(blocks, out)
     return ReportResult(
         results_dir=out,
@@ -442,7 +433,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Repo
         n_runs=len(agg.runs),
         skipped=agg.skipped,
         headline=text_table(headline),
-        verdict=verdict,
+        verdicts=verdicts,
         warnings=agg.mixed,
     )
 
@@ -457,16 +448,15 @@ def write_reports(blocks: list, directory: Path) -> tuple[Path, Path]:
 
 def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
     """REPORT.md and report.html at a results root: the claims' verdicts, then every sweep."""
-    verdicts = Table(["claim", "verdict", "strongest cell", "mean diff [95% CI]", "n", "report"])
+    verdicts = Table([*INDEX_HEADER, "report"])
     sweeps = Table(["sweep", "runs", "skipped", "report"])
     for report in sorted(reports, key=lambda r: sweep_order(r.results_dir)):
         link = report.report_md.relative_to(root).as_posix()
         sweeps.rows.append(
             [report.results_dir.name, str(report.n_runs), str(len(report.skipped)), link]
         )
-        row = verdict_row(report.verdict)
-        if row:
-            verdicts.rows.append([*row, link])
+        for result in report.verdicts:
+            verdicts.rows.append([*index_row(result), link])
     n_runs = sum(r.n_runs for r in reports)
     blocks: list = [("h1", f"bnbench report: {root.resolve().name}")]
     blocks.append(("p", f"{len(reports)} sweep(s), {n_runs} finished run(s)."))
@@ -490,20 +480,8 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
 
 def sweep_order(sweep: Path) -> tuple:
     """Claim sweeps first, by claim number; then the rest by name."""
-    claim = claim_of(sweep)
-    return (0, claim.number, "") if claim else (1, 0, sweep.name)
-
-
-def verdict_row(result) -> list[str] | None:
-    """claim, verdict, strongest cell, its effect and n, for a claim's sweep; else None."""
-    if result is None:
-        return None
-    name = f"{result.claim.number}. {result.claim.name}"
-    if result.status == "incomplete":
-        return [name, f"incomplete ({result.n_done} of {result.n_planned} runs)", "", "", ""]
-    best = result.cells.loc[result.cells["p_holm"].fillna(1).idxmin()]
-    effect = fmt_effect(best["mean"], best["lo"], best["hi"])
-    return [name, result.status, str(best["cell"]), effect, str(int(best["n"]))]
+    claims = claims_of(sweep)
+    return (0, claims[0].number, "") if claims else (1, 0, sweep.name)
 
 
 def headline_text(result: ReportResult) -> str:
