@@ -211,11 +211,13 @@ def test_a_full_disk_stops_the_sweep_in_one_line_keeping_what_it_finished(tmp_pa
 # --- 5. values that cannot train -------------------------------------------------------------
 
 
-def test_summary_json_is_valid_json_when_a_run_diverges(tmp_path):
-    args = [*FAST, f"results_dir={tmp_path}", "model.norm=none", "optim.lr=1000"]
-    bnbench("run", *args, cwd=tmp_path)
+def test_summary_json_is_valid_json_when_a_run_diverges_to_nan(tmp_path):
+    # weights of scale 1e20 overflow float32 at once: the first loss is NaN (was bare NaN)
+    args = [*FAST, f"results_dir={tmp_path}", "model.norm=none", "model.init=normal"]
+    bnbench("run", *args, "model.init_scale=1e20", cwd=tmp_path)
     (summary,) = summaries(tmp_path / "default").values()
     assert summary["status"] == "diverged"
+    assert summary["first_loss"] is None and summary["final"]["train_loss"] is None
 
 
 def test_write_json_writes_non_finite_numbers_as_null(tmp_path):
