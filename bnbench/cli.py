@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -73,6 +74,8 @@ def run(
     if dry_run:
         console.print(plan_table(plan, with_results=False))
         return
+    if multirun and todo:
+        record_plan(plan, overrides)
     if todo:
         import shlex
 
@@ -148,6 +151,20 @@ class SweepStopped(BaseException):
     a job's Exception and goes on, lets it through (as it does KeyboardInterrupt)."""
 
 
+def record_plan(plan: list[PlannedRun], overrides: list[str]) -> None:
+    """The sweep's plan.json: the planned run ids, so a verdict or report reads the sweep as
+    launched without Hydra. One per sweep directory the plan writes into."""
+    from bnbench.planfile import Plan, write_plan
+    from bnbench.store import sweep_dir
+
+    profile = next((o.split("=", 1)[1] for o in overrides if o.startswith("profile=")), None)
+    kept = [o for o in overrides if not o.startswith(("results_dir=", "hydra"))]
+    for directory in dict.fromkeys(sweep_dir(p.config) for p in plan):
+        ids = [p.run_id for p in plan if sweep_dir(p.config) == directory]
+        with contextlib.suppress(OSError):  # an unwritable directory is refused just below
+            write_plan(directory, Plan(profile, kept, ids))
+
+
 def check_data(first: PlannedRun) -> None:
     """Fail before launching when the dataset cannot be loaded (every run would fail)."""
     from bnbench.data import DatasetNotFound, load_splits
@@ -161,6 +178,10 @@ def check_data(first: PlannedRun) -> None:
 def launch(overrides: list[str], multirun: bool) -> None:
     """Hand the overrides to Hydra, which runs each job through its launcher."""
     register_configs()
+    if any(o.startswith("hydra/launcher=") and "slurm" in o for o in overrides):
+        from bnbench.slurm import poll_without_accounting
+
+        poll_without_accounting()  # no sacct warning per poll where accounting is off
     saved_argv = sys.argv
     sys.argv = ["bnbench", *overrides, *(["--multirun"] if multirun else [])]
     try:

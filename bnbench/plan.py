@@ -11,7 +11,6 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -21,10 +20,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bnbench import paths
 from bnbench.config import Config, ConfigError, register_configs, run_id, to_config, validate
 from bnbench.store import FINISHED, run_path, run_status, sweep_dir
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(paths.CONF_DIR)  # Hydra wants a string
 
 
 @dataclass

@@ -8,6 +8,7 @@ pieces are in bnbench.loop, the process set-up in bnbench.runtime.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -45,9 +46,10 @@ from bnbench.store import (
     SUMMARY_FILE,
     Claim,
     ClaimLost,
+    DiskFull,
     claim_run,
+    describe_claim,
     is_finished,
-    read_claim,
     run_dir,
     write_config,
     write_csv,
@@ -68,8 +70,7 @@ def execute(cfg: Config, parallel_jobs: int = 1) -> str:
     with sigterm_raises():
         claim = claim_run(directory)
         if claim is None:
-            holder = read_claim(directory)
-            _log(cfg, f"skipped: claimed by {holder.get('host')} pid {holder.get('pid')}")
+            _log(cfg, f"skipped: {describe_claim(directory)}")
             return "claimed"
         try:
             if is_finished(directory):  # another process finished it while we claimed
@@ -78,6 +79,10 @@ def execute(cfg: Config, parallel_jobs: int = 1) -> str:
         except ClaimLost as why:  # we looked dead to another process, which trains it now
             _log(cfg, f"stopped: {why}")
             return "claimed"
+        except DiskFull:  # every later run would fail the same way: stop the sweep
+            with contextlib.suppress(OSError):
+                record_unfinished(cfg, claim, "failed", {"error": "no space left on device"})
+            raise
         except Exception as error:  # one broken run must not end the sweep
             if type(error).__name__ == "UncompletedJobError":  # submitit: no requeue left
                 record_unfinished(cfg, claim, "interrupted", {"error": repr(error)})

@@ -462,11 +462,6 @@ def test_a_claim_added_in_yaml_alone_is_judged_end_to_end(group_norm_sweep, tmp_
     assert result.primary["p"] >= 0.25 and result.status in ("no effect", "inconclusive")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 7: `bnbench run` should write the sweep's plan.json next to "
-    "multirun.yaml; only `bnbench claims run` writes one",
-)
 def test_bnbench_run_writes_the_sweeps_plan_file(group_norm_sweep):
     _, wrote_plan = group_norm_sweep
     assert wrote_plan

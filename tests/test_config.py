@@ -88,4 +88,6 @@ def test_the_default_run_id_is_pinned():
     """A run id names a directory of results: a refactoring that changes it orphans them."""
     from bnbench.config import Config, run_id
 
-    assert run_id(Config()) == "27d4da19ff09"
+    # 53a00a3c3f33 since 2026-11-23: each seed its own data draw (dataset.split_seed null)
+    # and the evaluation keys (train.val_subset, val_every, eval_train)
+    assert run_id(Config()) == "53a00a3c3f33"

@@ -311,7 +311,6 @@ def test_an_unreadable_claim_is_described_with_when_it_is_taken_over(tmp_path, c
     assert describe_claim(tmp_path) == "claimed by h pid 7"
 
 
-@pytest.mark.xfail(strict=True, reason="needs runner.execute to log describe_claim (item 7)")
 def test_a_run_with_a_garbage_claim_is_skipped_saying_why(tmp_path):
     (planned,) = expand([*FAST, f"results_dir={tmp_path}"])
     directory = tmp_path / "default" / "runs" / planned.run_id
