@@ -25,7 +25,7 @@ import yaml
 
 from bnbench.aggregate import SkippedRunWarning, load_runs
 from bnbench.measures import MEASURES
-from bnbench.paths import CLAIMS_FILE
+from bnbench.paths import CLAIMS_FILE, claims_files  # noqa: F401 (CLAIMS_FILE re-exported)
 from bnbench.planfile import read_plan
 from bnbench.stats import ALPHA, judge_paired
 from bnbench.stats import holm as holm_adjust
@@ -71,8 +71,42 @@ class Claim:
     secondary: tuple[Measure, ...] = ()
 
 
-def load_claims(path: Path = CLAIMS_FILE) -> dict[str, Claim]:
-    entries = yaml.safe_load(path.read_text()) or {}
+def load_claims(path: Path | None = None) -> dict[str, Claim]:
+    """The claims of one file, or (no path) of the shipped conf/claims.yaml and each
+    --config-dir's claims.yaml; a user claim named like one already loaded is refused."""
+    if path is not None:
+        return _read_claims(path)
+    claims: dict[str, Claim] = {}
+    for origin, file_claims in claim_files().items():
+        for name in file_claims:
+            if name in claims:
+                raise ClaimFileError(
+                    f"{origin}: claim {name!r} is already defined in {claim_origins()[name]}; "
+                    "rename yours"
+                )
+        claims.update(file_claims)
+    return dict(sorted(claims.items(), key=lambda item: item[1].number))
+
+
+def claim_files() -> dict[Path, dict[str, Claim]]:
+    """Each claims file searched (shipped first, then the user's), with its claims."""
+    return {path: _read_claims(path) for path in claims_files()}
+
+
+def claim_origins() -> dict[str, Path]:
+    """Where each claim is defined: the first file that names it."""
+    origins: dict[str, Path] = {}
+    for path in claims_files():
+        for name in _read_claims(path):
+            origins.setdefault(name, path)
+    return origins
+
+
+def _read_claims(path: Path) -> dict[str, Claim]:
+    try:
+        entries = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ClaimFileError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
     if not isinstance(entries, dict):
         raise ClaimFileError(f"{path}: expected a mapping of claim names to claims")
     claims = {name: parse_claim(name, fields) for name, fields in entries.items()}

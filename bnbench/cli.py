@@ -13,6 +13,7 @@ import typer
 from omegaconf import DictConfig
 from rich.table import Table
 
+from bnbench import paths
 from bnbench.cli_claims import claims_app
 from bnbench.config import DEVICES, NORMS, ConfigError, identity, register_configs, to_config
 from bnbench.plan import CONF_DIR, PlannedRun, expand
@@ -57,7 +58,15 @@ def run(
     ctx: typer.Context,
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep over comma lists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned runs; train nothing."),
+    config_dir: str = typer.Option(
+        None,
+        "--config-dir",
+        "-cd",
+        help="Your own config directory, searched beside the shipped one "
+        "(DIR/experiment/NAME.yaml -> experiment=NAME).",
+    ),
 ) -> None:
+    set_config_dir(config_dir)
     overrides = list(ctx.args)
     if not overrides:
         overrides, multirun = DEFAULT_COMPARISON, True
@@ -113,6 +122,13 @@ def run(
     ]
     if failed:
         fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
+
+
+def set_config_dir(directory: str | None) -> None:
+    try:
+        paths.use_config_dir(directory)
+    except ValueError as error:
+        fail(str(error))
 
 
 def planning_progress():
@@ -183,7 +199,8 @@ def launch(overrides: list[str], multirun: bool) -> None:
 
         poll_without_accounting()  # no sacct warning per poll where accounting is off
     saved_argv = sys.argv
-    sys.argv = ["bnbench", *overrides, *(["--multirun"] if multirun else [])]
+    search = paths.searchpath_overrides()  # the user's --config-dir, for every job
+    sys.argv = ["bnbench", *overrides, *search, *(["--multirun"] if multirun else [])]
     try:
         hydra_job()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -24,32 +25,67 @@ claims_app = typer.Typer(
 )
 
 
-def _claim(name: str):
-    from bnbench.claims import UnknownClaim, get_claim
+CONFIG_DIR = typer.Option(
+    None, "--config-dir", "-cd", help="Your config directory: its claims.yaml adds claims."
+)
+
+
+def _use_config_dir(directory: str | None) -> None:
+    from bnbench.paths import use_config_dir
 
     try:
-        return get_claim(name)
-    except UnknownClaim as error:
+        use_config_dir(directory)
+    except ValueError as error:
         fail(str(error))
 
 
-@claims_app.command("list", help="Every claim: number, name, the sentence, its primary measure.")
-def claims_list() -> None:
-    from bnbench.claims import load_claims
+def _claims() -> dict:
+    from bnbench.claims import ClaimFileError, load_claims
 
-    table = Table("#", "name", "claim (article)", "primary measure")
-    for claim in load_claims().values():
+    try:
+        return load_claims()
+    except ClaimFileError as error:
+        fail(str(error))
+
+
+def _claim(name: str):
+    claims = _claims()
+    if name not in claims:
+        fail(f"unknown claim {name!r}; known: {', '.join(claims)}")
+    return claims[name]
+
+
+@claims_app.command("list", help="Every claim: number, name, the sentence, its primary measure.")
+def claims_list(config_dir: str = CONFIG_DIR) -> None:
+    from bnbench.claims import claim_origins
+    from bnbench.paths import CLAIMS_FILE
+
+    _use_config_dir(config_dir)
+    claims = _claims()
+    origins = claim_origins()
+    table = Table("#", "name", "claim (article)", "primary measure", "from")
+    for claim in claims.values():
+        origin = origins[claim.name]
         table.add_row(
             str(claim.number),
             claim.name,
             f"{claim.text} ({claim.source})",
             f"{claim.primary.label} [{claim.primary.unit}]",
+            "shipped" if origin == CLAIMS_FILE else _short(origin),
         )
     console.print(table)
 
 
+def _short(path: Path) -> str:
+    """A path relative to the working directory when it lies below it."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
 @claims_app.command("show", help="A claim's sentence, source, sweep, measures, delta and anchor.")
-def claims_show(name: str) -> None:
+def claims_show(name: str, config_dir: str = CONFIG_DIR) -> None:
+    _use_config_dir(config_dir)
     claim = _claim(name)
     p = claim.primary
     rows = [
@@ -87,10 +123,12 @@ def _arms(measure) -> str:
 def claims_verdict(
     name: str,
     results_dir: str = typer.Argument("results/full", help="results root holding claim_* sweeps"),
+    config_dir: str = CONFIG_DIR,
 ) -> None:
     from bnbench.claims import verdict
     from bnbench.verdicts import primary_row, secondary_rows
 
+    _use_config_dir(config_dir)
     claim = _claim(name)
     if not Path(results_dir).is_dir():
         fail(f"no results directory at {results_dir}", code=1)
@@ -128,12 +166,13 @@ def claims_run(
     profile: str = typer.Option("full", help="quick | full"),
     jobs: int = typer.Option(None, min=1, help="worker processes (default: every core)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="count the runs; train nothing"),
+    config_dir: str = CONFIG_DIR,
 ) -> None:
-    from bnbench.claims import load_claims
     from bnbench.config import ConfigError
     from bnbench.sweeps import plan_claims, report_and_judge, train_claims
 
-    claims = load_claims()
+    _use_config_dir(config_dir)
+    claims = _claims()
     # typer hands `key=value` words to NAMES: they are the sweeps' Hydra overrides
     words = [*(names or []), *ctx.args]
     names, overrides = [w for w in words if "=" not in w], [w for w in words if "=" in w]

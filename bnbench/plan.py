@@ -130,6 +130,7 @@ def _mentions_seed(cfg) -> bool:
 def _compose(overrides: list[str], hydra: bool = False):
     """The composed DictConfig (with Hydra's own node when hydra=True)."""
     try:
+        overrides = [*overrides, *paths.searchpath_overrides()]  # the user's --config-dir
         return compose("config", overrides=overrides, return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(one_line(error)) from None
