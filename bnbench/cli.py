@@ -16,7 +16,7 @@ from rich.table import Table
 from bnbench import paths
 from bnbench.cli_claims import claims_app
 from bnbench.config import DEVICES, NORMS, ConfigError, identity, register_configs, to_config
-from bnbench.plan import CONF_DIR, PlannedRun, expand
+from bnbench.plan import CONF_DIR, PlannedRun, config_groups, expand
 from bnbench.store import FULL, claimed_elsewhere, disk_full, read_summary, run_dir
 from bnbench.terminal import console, err_console, fail
 
@@ -39,25 +39,64 @@ DEFAULT_COMPARISON = ["model.norm=batch,none"]
 
 app.add_typer(claims_app, name="claims")
 
+# The keys most runs set, for `bnbench run --help` (every key: docs/configuration.md).
+COMMON_KEYS = (
+    "model.norm=batch|none|group|noisy_batch, model.placement=pre|post, optim.lr=0.01, "
+    "optim.name=sgd|adam, train.batch_size=128, train.epochs=4, dataset.train_subset=10000, "
+    "seed=0, sweep=NAME (results/NAME), results_dir=DIR, threads=N, device=auto|cpu|cuda"
+)
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help=(
+
+def run_help() -> str:
+    groups = "\n\n".join(f"  {g}={' | '.join(o)}" for g, o in config_groups().items())
+    return (
         "Train one run, or a sweep with -m. Arguments are Hydra overrides "
         "(key=value, key=a,b,c to sweep, experiment=NAME, hydra/launcher=joblib to run "
         "in parallel on all cores). With no arguments: BN and no-BN once each on "
         "Fashion-MNIST, then a comparison table. Finished runs are skipped, so running "
         "the same command again resumes an interrupted sweep.\n\n"
+        f"Config groups (GROUP=OPTION):\n\n{groups}\n\n"
+        f"Most used keys: {COMMON_KEYS}.\n\n"
         "Examples:\n\n"
         "  bnbench run -m model.norm=batch,none optim.lr=0.01,0.1 seed=0,1\n\n"
         "  bnbench run -m hydra/launcher=joblib model.norm=batch,none seed=0,1,2\n\n"
-        "  bnbench run --dry-run -m model.norm=batch,none train.batch_size=16,128"
+        "  bnbench run --dry-run -m model.norm=batch,none train.batch_size=16,128\n\n"
+        "  bnbench run --cfg job optim.lr=0.1   # the resolved config, nothing trained"
+    )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from bnbench import __version__
+
+        console.print(f"bnbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=show_version, is_eager=True, help="Print the version."
     ),
+) -> None:
+    pass
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=run_help(),
 )
 def run(
     ctx: typer.Context,
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep over comma lists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the planned runs; train nothing."),
+    cfg: str = typer.Option(
+        None,
+        "--cfg",
+        "-c",
+        help="job: print each run's resolved config and train nothing (Hydra's).",
+    ),
+    show_config: bool = typer.Option(False, "--show-config", help="The same as --cfg job."),
     config_dir: str = typer.Option(
         None,
         "--config-dir",
@@ -74,6 +113,8 @@ def run(
         plan = expand(overrides, multirun, progress=planning_progress())
     except ConfigError as error:
         fail(str(error))
+    if show_config or cfg is not None:
+        return print_configs(plan, cfg or "job")
     refuse_missing_cuda(plan, overrides)
     todo = [p for p in plan if not p.done]
     console.print(
@@ -120,8 +161,20 @@ def run(
     failed = [
         p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"
     ]
+    print_next(plan)
     if failed:
         fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
+
+
+def print_configs(plan: list[PlannedRun], which: str) -> None:
+    """`--cfg job`: each planned run's resolved config as YAML, headed by its run id."""
+    from omegaconf import OmegaConf
+
+    if which != "job":
+        fail(f"invalid --cfg={which!r}: allowed: job (bnbench composes no other part)")
+    for p in plan:
+        text = OmegaConf.to_yaml(OmegaConf.structured(p.config))
+        console.print(f"# run {p.run_id}\n{text}", markup=False, highlight=False)
 
 
 def set_config_dir(directory: str | None) -> None:
@@ -129,6 +182,14 @@ def set_config_dir(directory: str | None) -> None:
         paths.use_config_dir(directory)
     except ValueError as error:
         fail(str(error))
+
+
+def print_next(plan: list[PlannedRun]) -> None:
+    """Where to look next: the report command of each sweep directory the plan wrote into."""
+    from bnbench.store import sweep_dir
+
+    for directory in dict.fromkeys(sweep_dir(p.config) for p in plan):
+        console.print(f"next: bnbench report {directory}", markup=False, highlight=False)
 
 
 def planning_progress():
@@ -334,7 +395,7 @@ def report(
     console.print(
         f"read {result.n_runs} run(s), skipped {len(result.skipped)}; "
         f"{len(result.figures) // 2} figure(s)\nreport: {result.report_md}\n"
-        f"        {result.report_html}",
+        f"        {result.report_html}\nopen:   {Path(result.report_html).resolve().as_uri()}",
         markup=False,
         highlight=False,
     )

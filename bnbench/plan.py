@@ -133,7 +133,53 @@ def _compose(overrides: list[str], hydra: bool = False):
         overrides = [*overrides, *paths.searchpath_overrides()]  # the user's --config-dir
         return compose("config", overrides=overrides, return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(one_line(error)) from None
+        raise ConfigError(with_suggestion(one_line(error))) from None
+
+
+def config_groups() -> dict[str, list[str]]:
+    """The config groups (dataset, optim, profile, experiment, ...) and their options, shipped
+    and the user's; the arm groups that experiments choose for themselves are left out."""
+    groups: dict[str, list[str]] = {}
+    for root in [paths.CONF_DIR, *paths.user_config_dirs()]:
+        for yaml_file in sorted(root.glob("*/*.yaml")) + sorted(root.glob("hydra/*/*.yaml")):
+            group = str(yaml_file.parent.relative_to(root))
+            if not group.endswith("_arm"):
+                groups.setdefault(group, []).append(yaml_file.stem)
+    groups["hydra/launcher"] = [
+        "basic",
+        "joblib",
+        "submitit_local",
+        *groups.get("hydra/launcher", []),
+    ]
+    return {g: sorted(set(options)) for g, options in sorted(groups.items())}
+
+
+def with_suggestion(message: str) -> str:
+    """An unknown key's error, plus the nearest known key: `lr` -> "did you mean optim.lr?"."""
+    match = re.search(r"Could not override '([^']+)'", message)
+    nearest = nearest_key(match.group(1)) if match else None
+    return f"{message}; did you mean {nearest}?" if nearest else message
+
+
+def nearest_key(key: str) -> str | None:
+    """The config key a mistyped or unqualified one most likely means."""
+    import difflib
+
+    from bnbench.config import _tree, flatten
+
+    keys = list(flatten(_tree(Config())))
+    leaf = key.lstrip("+~").rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    if same_leaf:
+        return same_leaf[0]
+    close = difflib.get_close_matches(key.lstrip("+~"), keys, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    leaves: dict[str, str] = {}
+    for k in keys:
+        leaves.setdefault(k.rsplit(".", 1)[-1], k)
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+    return leaves[close[0]] if close else None
 
 
 def _typed(cfg) -> Config:
