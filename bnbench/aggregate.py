@@ -258,14 +258,63 @@ def comparison_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def load_runs(path: str | Path) -> pd.DataFrame:
-    """One row per finished run under path (skipped runs are warned about)."""
-    return runs_table(scan(path)[0])
+    """One row per finished run under path (a sweep directory, a results root holding several
+    sweeps, or a runs/ directory); runs that cannot be read are skipped with a warning.
+
+    Columns:
+      run_id, status            completed | diverged
+      model.norm, optim.lr, ... every config key, dotted; list-valued keys (model.widths) as
+                                tuples
+      train_loss, val_acc, ...  the final metrics as recorded: NaN where a run diverged
+                                before evaluating
+      val_acc_scored, ...       <accuracy>_scored: the same with diverged runs at chance
+                                accuracy (chance_acc), as every report and verdict scores
+                                them; group on these to agree with the report
+      best_val_acc, best_epoch, epochs_completed, wall_time_s, chance_acc
+      bookkeeping               results_dir, sweep, progress, threads, device and
+                                dataset.data_dir say where and how a run ran, not what it
+                                computed (they are not part of the run id)
+
+    Raises FileNotFoundError when path does not exist; warns when it holds no runs."""
+    runs = runs_table(scan(_existing(path))[0])
+    if runs.empty:
+        warnings.warn(f"no finished runs under {path}", UserWarning, stacklevel=2)
+        return runs
+    return _with_scored(_as_tuples(runs))
 
 
 def load_curves(path: str | Path) -> pd.DataFrame:
-    """One row per finished run and epoch under path (skipped runs are warned about)."""
-    runs, _ = scan(path)
-    return curves_table(runs, comparison_keys(runs_table(runs)))
+    """One row per finished run and epoch under path (skipped runs are warned about): run_id,
+    the keys that tell runs apart (norm, seed, swept factors), the metrics.csv columns,
+    elapsed_s and status. Raises FileNotFoundError when path does not exist."""
+    runs, _ = scan(_existing(path))
+    return _as_tuples(curves_table(runs, comparison_keys(runs_table(runs))))
+
+
+def _existing(path: str | Path) -> Path:
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"no results directory at {path}")
+    return Path(path)
+
+
+def _as_tuples(table: pd.DataFrame) -> pd.DataFrame:
+    """List-valued config keys, kept as JSON text for the CSVs, as tuples (hashable)."""
+    for column in table.columns:
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) and values.map(_is_json_list).all():
+            table[column] = values.map(lambda text: tuple(json.loads(text)))
+    return table
+
+
+def _is_json_list(value) -> bool:
+    return isinstance(value, str) and value.startswith("[") and value.endswith("]")
+
+
+def _with_scored(runs: pd.DataFrame) -> pd.DataFrame:
+    from bnbench.stats import ACCURACY_METRICS, scored  # stats imports this module
+
+    metrics = [m for m in ACCURACY_METRICS if m in runs.columns]
+    return runs.assign(**{f"{m}_scored": scored(runs, m) for m in metrics})
 
 
 def output_dir(path: str | Path) -> Path:

@@ -98,7 +98,8 @@ def test_load_runs_and_curves_from_runs_dir_sweep_or_root(sweep: Path):
         assert column in from_runs
     for column in ("val_acc", "test_acc", "grad_norm", "best_val_acc", "wall_time_s"):
         assert from_runs[column].notna().all()
-    assert from_runs["model.widths"].unique().tolist() == ["[8, 16]"]
+    assert from_runs["model.widths"].unique().tolist() == [(8, 16)]  # parsed, hashable
+    assert from_runs["val_acc_scored"].tolist() == from_runs["val_acc"].tolist()
 
     curves = load_curves(sweep)
     assert {"run_id", "model.norm", "optim.lr", "seed", "epoch", "elapsed_s", "status"} <= set(
@@ -127,6 +128,7 @@ def test_diverged_run_is_reported_at_chance(tmp_path: Path):
     runs = load_runs(tmp_path)
     down = runs[runs["status"].eq("diverged")].iloc[0]
     assert np.isnan(down["val_acc"]) and down["chance_acc"] == 0.25  # synthetic: 4 classes
+    assert down["val_acc_scored"] == down["test_acc_scored"] == 0.25  # as the report scores it
     table = summarize(runs, ["val_acc"], by=["model.norm"]).set_index("model.norm")
     assert table.loc["none", "val_acc_mean"] == 0.25 and table.loc["none", "n_diverged"] == 1
 
@@ -194,6 +196,22 @@ def test_an_lr_scaled_with_the_batch_does_not_split_the_batch_size_figure():
     assert len(plot_factor(runs, "train.batch_size").axes) == 1
     runs["optim.lr"] = np.where(runs["seed"].eq(0), 0.1, 0.01)  # an independent factor is
     assert len(plot_factor(runs, "train.batch_size").axes) == 2  # still a panel each
+
+
+def test_load_runs_refuses_a_missing_directory_and_warns_on_an_empty_one(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no results directory at /nonexistent"):
+        load_runs("/nonexistent")
+    with pytest.raises(FileNotFoundError):
+        load_curves(tmp_path / "missing")
+    with pytest.warns(UserWarning, match=f"no finished runs under {tmp_path}"):
+        assert load_runs(tmp_path).empty
+
+
+def test_load_runs_documents_scored_and_bookkeeping_columns():
+    import bnbench
+
+    for word in ("val_acc_scored", "chance", "tuples", "results_dir", "progress", "threads"):
+        assert word in bnbench.load_runs.__doc__
 
 
 def test_no_runs_is_a_clear_error(tmp_path: Path):
