@@ -27,7 +27,7 @@ from bnbench.aggregate import SkippedRunWarning, load_runs
 from bnbench.measures import MEASURES
 from bnbench.paths import CLAIMS_FILE, claims_files  # noqa: F401 (CLAIMS_FILE re-exported)
 from bnbench.planfile import read_plan
-from bnbench.stats import ALPHA, judge_paired
+from bnbench.stats import ALPHA, MIN_DECISIVE_N, judge_paired
 from bnbench.stats import holm as holm_adjust
 
 DIRECTIONS = ("higher", "lower")
@@ -265,7 +265,8 @@ def holm_outcome(row) -> str:
     sign = 1 if row.direction == "higher" else -1
     if row.p_holm < ALPHA:
         return "supported" if sign * row.mean > 0 else "contradicted"
-    return "no effect" if -row.delta < row.lo90 and row.hi90 < row.delta else "inconclusive"
+    equivalent = row.n >= MIN_DECISIVE_N and -row.delta < row.lo90 and row.hi90 < row.delta
+    return "no effect" if equivalent else "inconclusive"
 
 
 def describe(claim: Claim, primary: dict) -> str:
@@ -295,7 +296,9 @@ def describe(claim: Claim, primary: dict) -> str:
                 f"{primary['mde']:.3g} {unit}; {needed} seeds."
             )
         return f"INCONCLUSIVE: {effect}. {power}"
-    return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}."
+    small = abs(primary["mean"]) < delta
+    size = f" The effect is smaller than delta ({delta:g} {unit})." if small else ""
+    return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}.{size}"
 
 
 def _signed(value: float) -> str:

@@ -165,9 +165,7 @@ def largest_trainable(
     """log10 of the largest value of `factor` at which the arm still trains (not diverged,
     final val accuracy at least `fraction` of the way from chance to the sweep's best run);
     an arm that trains nowhere sits one grid step below the grid."""
-    val = scored(runs, "val_acc")
-    chance = runs["chance_acc"]
-    trains = runs["status"].eq("completed") & (val >= chance + fraction * (val.max() - chance))
+    trains = trains_mask(runs, fraction)
     log_value = np.log10(runs[factor].astype(float))
     steps = np.diff(np.sort(log_value.unique()))
     floor = log_value.min() - (steps.min() if len(steps) else 1)
@@ -180,23 +178,39 @@ def largest_trainable(
 
 
 def trainable_range(
-    runs, sweep, treatment, control, factor="model.init_scale", within=5.0
+    runs,
+    sweep,
+    treatment,
+    control,
+    factor="model.init_scale",
+    within=5.0,
+    fraction=TRAINS_FRACTION,
 ) -> pd.DataFrame:
-    """Decades of `factor` (log10 span) over which the arm's final val accuracy is within
-    `within` points of its own best value over `factor`, per seed."""
+    """Decades of `factor` (log10 span) over which the arm trains (as in largest_trainable)
+    with final val accuracy within `within` points of its own best value over `factor`, per
+    seed; 0 where it trains at one value or none (an arm failing everywhere is not flat)."""
     val = 100 * scored(runs, "val_acc")
+    trains = trains_mask(runs, fraction)
     log_value = np.log10(runs[factor].astype(float))
     arms = {}
     for name, arm in (("treatment", treatment), ("control", control)):
         member = runs[in_arm(runs, arm)]
         spans = {}
         for seed, group in member.groupby("seed"):
-            near = val[group.index] >= val[group.index].max() - within
+            near = (val[group.index] >= val[group.index].max() - within) & trains[group.index]
             chosen = log_value[group.index][near]
-            spans[seed] = chosen.max() - chosen.min()
+            spans[seed] = chosen.max() - chosen.min() if len(chosen) else 0.0
         arms[name] = pd.Series(spans)
-    cell = f"decades of {_short(factor)} within {within:g} points of the arm's best"
+    cell = f"decades of {_short(factor)} that train within {within:g} points of the arm's best"
     return pair(arms["treatment"], arms["control"], cell)
+
+
+def trains_mask(runs: pd.DataFrame, fraction: float = TRAINS_FRACTION) -> pd.Series:
+    """Not diverged, and final val accuracy at least `fraction` of the way from chance to
+    the best run of the sweep."""
+    val = scored(runs, "val_acc")
+    chance = runs["chance_acc"]
+    return runs["status"].eq("completed") & (val >= chance + fraction * (val.max() - chance))
 
 
 def spread(runs, sweep, treatment, control, over=("model.init",), metric="val_acc"):
@@ -234,15 +248,18 @@ def probe_mean(
 
 
 def gradient_ratio_growth(
-    runs, sweep, treatment, control, depth="model.depth", by=("model.activation",)
+    runs, sweep, treatment, control, depth="model.depth", signed=False, steps="all"
 ) -> pd.DataFrame:
     """How far the log10 ratio of the first to the last layer's gradient norm moves from its
-    value at the shallowest depth to its value at the deepest, |change| in decades, averaged
-    over the probe steps (initialization included) and over the `by` cells, per seed. Vanishing
-    gradients push the ratio down with depth, exploding ones up; the depth-1 ratio already
-    reflects the layers' sizes, so only its change with depth is about depth."""
+    value at the shallowest depth to its value at the deepest, in decades, averaged over the
+    probe steps (`steps`: all, initialization included, or `init` alone), per seed. Vanishing
+    gradients push the ratio down with depth, exploding ones up; `signed` keeps the
+    direction, otherwise the size of the move is compared. The depth-1 ratio already reflects
+    the layers' sizes, so only its change with depth is about depth."""
     probes = read_run_csvs(sweep, runs, PROBES_FILE)
     grads = probes[probes["probe"].eq("grad_norm")]
+    if steps == "init":
+        grads = grads[grads["step"].eq(0)]
     ratios = {}
     for run_id, rows in grads.groupby("run_id"):
         # the first and last layer's rows as written (agg "first" would skip a NaN gradient)
@@ -252,20 +269,18 @@ def gradient_ratio_growth(
         ratios[run_id] = np.log10(per_step["first"] / per_step["last"]).mean()
     ratio = runs["run_id"].map(ratios)
     shallow, deep = runs[depth].min(), runs[depth].max()
-    keys = ["seed", *by]
     arms = {}
     for name, arm in (("treatment", treatment), ("control", control)):
         member = runs[in_arm(runs, arm)]
-        at_depth = {
-            d: ratio[rows.index].groupby([rows[k] for k in keys]).mean()
-            for d, rows in (
-                (shallow, member[member[depth].eq(shallow)]),
-                (deep, member[member[depth].eq(deep)]),
-            )
+        level = {
+            d: ratio[member.index][member[depth].eq(d)].groupby(member["seed"]).mean()
+            for d in (shallow, deep)
         }
-        change = (at_depth[deep] - at_depth[shallow]).abs()
-        arms[name] = change.groupby(level="seed").mean()  # averaged over the `by` cells
-    cell = f"absolute change in log10 first/last gradient norm, depth {shallow} to {deep}"
+        change = level[deep] - level[shallow]
+        arms[name] = change if signed else change.abs()
+    kind = "change" if signed else "absolute change"
+    when = "at initialization" if steps == "init" else "over training"
+    cell = f"{kind} of log10 first/last gradient norm, depth {shallow} to {deep}, {when}"
     return pair(arms["treatment"], arms["control"], cell)
 
 
@@ -291,25 +306,24 @@ def difference_in_differences(
     return pd.concat(parts, ignore_index=True)
 
 
-def test_time(runs, sweep, treatment, control, condition="batch_b32_shuffled") -> pd.DataFrame:
+def test_time(
+    runs, sweep, treatment, control, condition="batch_b32_shuffled", reference="precise"
+) -> pd.DataFrame:
     """Test accuracy of each trained model with `condition`'s normalization statistics minus
-    with its running (population) ones, points (probe test_time_acc)."""
+    with the `reference` ones (precise: recomputed over the whole training split, the
+    article's population statistics; running: BN's running averages), points."""
     probes = read_run_csvs(sweep, runs, PROBES_FILE)
     acc = probes[probes["probe"].eq("test_time_acc")].pivot(
         index="run_id", columns="layer", values="value"
     )
     member = runs[in_arm(runs, treatment)]
     acc = acc.reindex(member["run_id"])
-    diff = 100 * (acc[condition].to_numpy() - acc["running"].to_numpy())
+    diff = 100 * (acc[condition].to_numpy() - acc[reference].to_numpy())
     values = pd.Series(diff, index=member.index)
     label = condition.removeprefix("batch_").replace("_", " ")
-    return (
-        pd.DataFrame(
-            {"cell": f"{label} vs running statistics", "seed": member["seed"], "diff": values}
-        )
-        .groupby(["cell", "seed"], as_index=False)["diff"]
-        .mean()
-    )
+    cell = f"{label} vs {reference} statistics"
+    frame = pd.DataFrame({"cell": cell, "seed": member["seed"], "diff": values})
+    return frame.groupby(["cell", "seed"], as_index=False)["diff"].mean()
 
 
 MEASURES: dict[str, Callable[..., pd.DataFrame]] = {

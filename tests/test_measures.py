@@ -372,11 +372,17 @@ def test_gradient_ratio_growth_in_decades_from_the_shallowest_to_the_deepest(tmp
             lines.append([step, "grad_norm", "3.3", 1.0])  # last
             lines.append([step, "act_std", "0.0.conv", 7.0])  # another probe: ignored
         write_csv(tmp_path, row["run_id"], "probes.csv", PROBE_COLUMNS, lines)
-    diffs = gradient_ratio_growth(runs, tmp_path, BN, PLAIN)
-    # BN: (|0.2| + |-0.4|) / 2 = 0.3 (absolute changes, then the mean over activations)
-    # no BN: (|-3 + 0.1 s - 1| + |-5 + 0.1 s - 1|) / 2 = 5 - 0.1 s
-    assert by_seed(diffs) == pytest.approx({0: 0.3 - 5.0, 1: 0.3 - 4.9})
+    relu, sigmoid = {"model.activation": "relu"}, {"model.activation": "sigmoid"}
+    diffs = gradient_ratio_growth(runs, tmp_path, BN | relu, PLAIN | relu)
+    # ReLU: BN moves |0.2 - 0| = 0.2; no BN |-3 + 0.1 s - 1| = 4 - 0.1 s
+    assert by_seed(diffs) == pytest.approx({0: 0.2 - 4.0, 1: 0.2 - 3.9})
     assert "depth 1 to 8" in diffs["cell"].iloc[0]
+    # signed, sigmoid: BN -0.4; no BN -6 + 0.1 s: the direction is kept
+    signed = gradient_ratio_growth(runs, tmp_path, BN | sigmoid, PLAIN | sigmoid, signed=True)
+    assert by_seed(signed) == pytest.approx({0: -0.4 + 6.0, 1: -0.4 + 5.9})
+    # at initialization only (step 0, where each ratio is r + 0.5): the same moves here
+    init = gradient_ratio_growth(runs, tmp_path, BN | relu, PLAIN | relu, steps="init")
+    assert by_seed(init) == pytest.approx({0: 0.2 - 4.0, 1: 0.2 - 3.9})
 
 
 def test_test_time_compares_batch_statistics_with_running_ones(tmp_path):
@@ -388,12 +394,13 @@ def test_test_time_compares_batch_statistics_with_running_ones(tmp_path):
         lines = [[-1, "test_time_acc", layer, v] for layer, v in accs.items()]
         lines.append([-1, "var_shift", "0.0.norm", 1.5])
         write_csv(tmp_path, row.run_id, "probes.csv", PROBE_COLUMNS, lines)
-    diffs = time_of_test(runs, tmp_path, BN, BN, condition="batch_b32_shuffled")
+    run = dict(condition="batch_b32_shuffled", reference="running")
+    diffs = time_of_test(runs, tmp_path, BN, BN, **run)
     assert by_seed(diffs) == pytest.approx({0: -2.0, 1: -3.0, 2: -4.0})  # only the BN runs
     assert diffs["cell"].unique().tolist() == ["b32 shuffled vs running statistics"]
-    single = time_of_test(runs, tmp_path, BN, BN, condition="batch_b1_shuffled")
-    assert by_seed(single) == pytest.approx({0: -70.0, 1: -70.0, 2: -70.0})
-    precise = time_of_test(runs, tmp_path, BN, BN, condition="precise")
+    single = time_of_test(runs, tmp_path, BN, BN, condition="batch_b1_shuffled")  # vs precise
+    assert by_seed(single) == pytest.approx({0: -71.0, 1: -71.0, 2: -71.0})
+    precise = time_of_test(runs, tmp_path, BN, BN, condition="precise", reference="running")
     assert by_seed(precise) == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0})
 
 
@@ -460,7 +467,7 @@ def test_gradient_ratio_growth_never_borrows_another_layers_gradient(tmp_path):
                 [5, "grad_norm", "3.3", 1.0],
             ]
         write_csv(tmp_path, run_id, "probes.csv", PROBE_COLUMNS, lines)
-    diffs = gradient_ratio_growth(runs, tmp_path, BN, PLAIN, by=())
+    diffs = gradient_ratio_growth(runs, tmp_path, BN, PLAIN)
     # the NaN step has no ratio: every run's ratio is 1, no change with depth in either arm
     # (borrowing the middle layer's 1e6 gives no BN a ratio of (1 + 6) / 2 = 3.5 at depth 8)
     assert by_seed(diffs) == pytest.approx({0: 0.0})
