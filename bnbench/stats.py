@@ -302,7 +302,7 @@ def effects(
     control: str = "none",
 ) -> pd.DataFrame:
     """The paired effect per cell of the other swept factors: mean diff, CI, n, p, method,
-    diverged counts per arm; `p_holm` is Holm-adjusted across every row of the table."""
+    diverged counts per arm; `p_holm` is Holm-adjusted among the rows of the same metric."""
     cells = [c for c in varying_columns(runs) if c != factor]
     rows = []
     for metric in metrics:
@@ -319,8 +319,8 @@ def effects(
             row["n_diverged_control"] = int(group["status_control"].eq("diverged").sum())
             rows.append(row)
     table = pd.DataFrame(rows)
-    if not table.empty:
-        table["p_holm"] = holm(table["p"])
+    if not table.empty:  # one family per metric: val and test rows are not one family
+        table["p_holm"] = table.groupby("metric")["p"].transform(lambda p: holm(p.to_numpy()))
     return table
 
 

@@ -365,3 +365,27 @@ def test_holm_within_one_family_by_hand():
     np.testing.assert_allclose(holm([0.02]), [0.02])
     # 2/32 and 1.0 (a cell of zeros): 2 * 0.0625 and 1.0
     np.testing.assert_allclose(holm([2 / 32, 1.0]), [0.125, 1.0])
+
+
+def test_the_effect_table_adjusts_each_metric_as_its_own_family():
+    """Holm within one metric: the same cell's val and test rows are not one family."""
+    lifts = {  # BN - no-BN per seed, for each (metric, lr): four different p-values
+        ("val_acc", 0.01): [0.02, -0.01, 0.03, 0.00, 0.01, 0.04],
+        ("val_acc", 0.1): [0.05, 0.04, 0.06, 0.03, 0.05, 0.02],
+        ("test_acc", 0.01): [0.01, -0.02, 0.02, 0.00, -0.01, 0.03],
+        ("test_acc", 0.1): [0.03, 0.01, 0.02, -0.01, 0.04, 0.02],
+    }
+    rows = []
+    for seed in range(6):
+        for norm in ("batch", "none"):
+            for lr in (0.01, 0.1):
+                row = {"run_id": f"{norm}{lr}{seed}", "status": "completed", "seed": seed}
+                row |= {"model.norm": norm, "optim.lr": lr, "chance_acc": 0.1}
+                for metric in ("val_acc", "test_acc"):
+                    row[metric] = 0.5 + (lifts[metric, lr][seed] if norm == "batch" else 0.0)
+                rows.append(row)
+    table = effects(pd.DataFrame(rows))
+    assert len(table) == 4 and table["p"].nunique() == 4
+    for _, family in table.groupby("metric"):
+        assert family["p_holm"].tolist() == pytest.approx(holm(family["p"]).tolist())
+    assert table["p_holm"].tolist() != pytest.approx(holm(table["p"]).tolist())  # not one family
