@@ -17,7 +17,6 @@ and rendered twice, to Markdown and to HTML. Never imports torch.
 from __future__ import annotations
 
 import base64
-import html
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +71,18 @@ class ReportResult:
     def written(self) -> list[Path]:
         tables = [p for p in (self.runs_csv, self.curves_csv) if p is not None]
         return [*tables, *self.figures, self.report_md, self.report_html]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A table cell or nav entry that links: to `html` in report.html, to `md` in REPORT.md."""
+
+    text: str
+    html: str
+    md: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass
@@ -186,10 +197,11 @@ def effect_table(runs: pd.DataFrame, frame: pd.DataFrame) -> Table:
 def text_table(table: Table) -> str:
     """A plain-text table with aligned columns, for the terminal."""
     widths = [
-        max(len(row[i]) for row in [table.columns, *table.rows]) for i in range(len(table.columns))
+        max(len(str(row[i])) for row in [table.columns, *table.rows])
+        for i in range(len(table.columns))
     ]
     lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [table.columns, *table.rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -335,9 +347,11 @@ def to_markdown(blocks: list, root: Path) -> str:
             parts.append(content)
         elif kind == "ul":
             parts.append("\n".join(f"- {item}" for item in content))
+        elif kind == "nav":
+            parts.append(" · ".join(_md_cell(link) for link in content))
         elif kind == "table":
             rows = [content.columns, ["---"] * len(content.columns), *content.rows]
-            parts.append("\n".join("| " + " | ".join(r) + " |" for r in rows))
+            parts.append("\n".join("| " + " | ".join(map(_md_cell, r)) + " |" for r in rows))
         elif kind == "figure":
             png, svg = content.png.relative_to(root), content.svg.relative_to(root)
             parts.append(
@@ -345,6 +359,10 @@ def to_markdown(blocks: list, root: Path) -> str:
                 f"{content.caption} ([SVG]({svg.as_posix()}))"
             )
     return "\n\n".join(parts) + "\n"
+
+
+def _md_cell(value) -> str:
+    return f"[{value.text}]({value.md})" if isinstance(value, Link) else value
 
 
 STYLE = """
@@ -355,36 +373,32 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f2f2f2; }
 figure { margin: 2em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; }
+nav { margin: 0.5em 0 1.5em; } a { color: #0b5394; }
 """
 
 
-def to_html(blocks: list) -> str:
-    esc = html.escape
-    parts = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2", "p"):
-            parts.append(f"<{kind}>{esc(content)}</{kind}>")
-        elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in content) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{esc(c)}</th>" for c in content.columns)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                for row in content.rows
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "figure":
-            data = base64.b64encode(content.png.read_bytes()).decode("ascii")
-            parts.append(
-                f"<figure><h3>{esc(content.title)}</h3>"
-                f'<img alt="{esc(content.title)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{esc(content.caption)}</figcaption></figure>"
-            )
-    title = esc(blocks[0][1])
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+def to_html(blocks: list, root: Path) -> str:
+    """The blocks as one HTML page from bnbench/templates (figures embedded, and linked with
+    their PNG and SVG files relative to root, where the page is written)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
     )
+    shown = [(kind, _figure_view(c, root) if kind == "figure" else c) for kind, c in blocks]
+    page = env.get_template("report.html.j2")
+    return page.render(title=blocks[0][1], style=STYLE, blocks=shown)
+
+
+def _figure_view(figure: FigureFile, root: Path) -> dict:
+    return {
+        "name": figure.name,
+        "title": figure.title,
+        "caption": figure.caption,
+        "png": figure.png.relative_to(root).as_posix(),
+        "svg": figure.svg.relative_to(root).as_posix(),
+        "data": base64.b64encode(figure.png.read_bytes()).decode("ascii"),
+    }
 
 
 # --- entry points --------------------------------------------------------------------------
@@ -397,18 +411,23 @@ def sweeps_under(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / RUNS_DIR).is_dir())
 
 
-def build_report(results_dir: str | Path, out: str | Path | None = None) -> ReportResult:
+def build_report(
+    results_dir: str | Path, out: str | Path | None = None, index: bool = False
+) -> ReportResult:
     """Aggregate, draw and write the report for every finished run under results_dir; for a
     results root holding several sweeps, one report per sweep and an index with the claims'
     verdicts. Everything is written into out (default: results_dir itself), so read-only
-    results can be reported elsewhere."""
+    results can be reported elsewhere. index: the sweep's report links up to the index of
+    the results root above it."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoRunsError(f"no results directory at {results_dir}")
     sweeps = sweeps_under(results_dir)
     if sweeps:
         root = results_dir if out is None else Path(out)
-        reports = [build_report(s, None if out is None else root / s.name) for s in sweeps]
+        reports = [
+            build_report(s, None if out is None else root / s.name, index=True) for s in sweeps
+        ]
         return build_index(root, reports)
     source = output_dir(results_dir)
     out = source if out is None else Path(out)
@@ -422,6 +441,10 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Repo
     blocks[2:2] = [("p", f"Warning: {line}.") for line in agg.mixed]
     verdicts = claim_verdicts(source)
     blocks[1:1] = [block for v in verdicts for block in claim_blocks(out, v)]
+    if index or (out.parent / "report.html").is_file():
+        blocks.insert(
+            1, ("nav", [Link("↑ all sweeps and claims", "../report.html", "../REPORT.md")])
+        )
     report_md, report_html = write_reports(blocks, out)
     return ReportResult(
         results_dir=out,
@@ -442,7 +465,7 @@ def write_reports(blocks: list, directory: Path) -> tuple[Path, Path]:
     """The blocks as REPORT.md and report.html in directory."""
     report_md, report_html = directory / "REPORT.md", directory / "report.html"
     write_atomic(report_md, to_markdown(blocks, directory))
-    write_atomic(report_html, to_html(blocks))
+    write_atomic(report_html, to_html(blocks, directory))
     return report_md, report_html
 
 
@@ -451,12 +474,13 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
     verdicts = Table([*INDEX_HEADER, "report"])
     sweeps = Table(["sweep", "runs", "skipped", "report"])
     for report in sorted(reports, key=lambda r: sweep_order(r.results_dir)):
-        link = report.report_md.relative_to(root).as_posix()
-        sweeps.rows.append(
-            [report.results_dir.name, str(report.n_runs), str(len(report.skipped)), link]
-        )
+        html_page, md_page = (p.relative_to(root).as_posix() for p in report_pages(report))
+        link = Link(report.results_dir.name, html_page, md_page)
+        page = Link("report", html_page, md_page)
+        sweeps.rows.append([link, str(report.n_runs), str(len(report.skipped)), page])
         for result in report.verdicts:
-            verdicts.rows.append([*index_row(result), link])
+            name, *rest = index_row(result)
+            verdicts.rows.append([Link(name, html_page, md_page), *rest, page])
     n_runs = sum(r.n_runs for r in reports)
     blocks: list = [("h1", f"bnbench report: {root.resolve().name}")]
     blocks.append(("p", f"{len(reports)} sweep(s), {n_runs} finished run(s)."))
@@ -476,6 +500,10 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
         headline=text_table(verdicts if verdicts.rows else sweeps),
         warnings=[f"{r.results_dir.name}: {line}" for r in reports for line in r.warnings],
     )
+
+
+def report_pages(report: ReportResult) -> tuple[Path, Path]:
+    return report.report_html, report.report_md
 
 
 def sweep_order(sweep: Path) -> tuple:

@@ -198,6 +198,38 @@ def test_an_lr_scaled_with_the_batch_does_not_split_the_batch_size_figure():
     assert len(plot_factor(runs, "train.batch_size").axes) == 2  # still a panel each
 
 
+def links_in(page: Path) -> list[str]:
+    """Every href and src of an HTML page, but the embedded (data:) images."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(v for k, v in attrs if k in ("href", "src") and v)
+
+    Parser().feed(page.read_text())
+    return [link for link in found if not link.startswith("data:")]
+
+
+def test_every_relative_link_of_every_report_html_leads_to_a_file(copy: Path):
+    root = copy.parent
+    build_report(root)
+    pages = sorted(root.glob("**/report.html"))
+    assert [p.relative_to(root).as_posix() for p in pages] == ["report.html", "t/report.html"]
+    for page in pages:
+        links = links_in(page)
+        assert links, f"{page} links nowhere"
+        for link in links:
+            assert "://" not in link and not link.startswith("/"), f"{page}: {link} not relative"
+            assert (page.parent / link.split("#")[0]).is_file(), f"{page}: {link} leads nowhere"
+    assert "t/report.html" in links_in(root / "report.html")
+    sweep_links = links_in(root / "t" / "report.html")
+    assert "../report.html" in sweep_links
+    assert any(link.endswith(".svg") for link in sweep_links)
+    assert any(link.endswith(".png") for link in sweep_links)
+
+
 def test_load_runs_refuses_a_missing_directory_and_warns_on_an_empty_one(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no results directory at /nonexistent"):
         load_runs("/nonexistent")
