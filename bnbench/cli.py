@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -121,6 +122,7 @@ def run(
         f"{len(plan)} run(s) planned in {run_dir(plan[0].config).parent}: "
         f"{len(plan) - len(todo)} done, {len(todo)} to train"
     )
+    warn_other_settings(plan)
     if dry_run:
         console.print(plan_table(plan, with_results=False))
         return
@@ -182,6 +184,43 @@ def set_config_dir(directory: str | None) -> None:
         paths.use_config_dir(directory)
     except ValueError as error:
         fail(str(error))
+
+
+def warn_other_settings(plan: list[PlannedRun]) -> None:
+    """Say, before training, when the sweep directory already holds runs whose settings differ
+    from the plan's fixed ones: the report will show them apart, not pooled."""
+    from bnbench.aggregate import CorruptRun, _read_config
+    from bnbench.config import NOT_IDENTITY
+    from bnbench.store import RUNS_DIR, sweep_dir
+
+    def norm(value):
+        return json.dumps(value) if isinstance(value, list) else value
+
+    planned = [{k: norm(v) for k, v in identity(p.config).items()} for p in plan]
+    fixed = {k: v for k, v in planned[0].items() if all(c.get(k) == v for c in planned)}
+    fixed.pop("seed", None)
+    directory = sweep_dir(plan[0].config)
+    ids = {p.run_id for p in plan}
+    other: dict[str, set] = {}
+    for run in sorted((directory / RUNS_DIR).glob("*/config.yaml")):
+        if run.parent.name in ids:
+            continue
+        with contextlib.suppress(CorruptRun):
+            config = _read_config(run.parent)
+            for key, value in fixed.items():
+                if key not in NOT_IDENTITY and config.get(key, value) != value:
+                    other.setdefault(key, set()).add(str(config.get(key)))
+    if other:
+        there = "; ".join(
+            f"{k}={' | '.join(sorted(v))} there, {fixed[k]} here" for k, v in other.items()
+        )
+        err_console.print(
+            f"warning: {directory} already holds runs with other settings ({there}); the "
+            "report shows each setting apart; to keep this sweep on its own, add sweep=NAME",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_next(plan: list[PlannedRun]) -> None:

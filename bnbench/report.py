@@ -126,20 +126,23 @@ def fmt_p(p: float) -> str:
 
 
 def headline_table(runs: pd.DataFrame) -> Table:
-    """Val and test accuracy per norm, pooled over the sweep: mean ± 95% CI, n, diverged."""
-    table = summarize(runs, ["val_acc", "test_acc"], by=["model.norm"])
-    out = Table(["norm", "n", "diverged", "val acc (%)", "test acc (%)"])
+    """Val and test accuracy per norm and per value of every other key that varies (never
+    pooled over different settings): mean ± 95% CI over seeds, n, diverged."""
+    facs = list(factors(runs))
+    table = summarize(runs, ["val_acc", "test_acc"], by=["model.norm", *facs])
+    out = Table(["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)"])
     for norm in norms_in(runs):
-        r = table[table["model.norm"].eq(norm)].iloc[0]
-        out.rows.append(
-            [
-                norm_label(norm),
-                str(r["n"]),
-                str(r["n_diverged"]),
-                fmt_acc(r["val_acc_mean"], r["val_acc_lo"], r["val_acc_hi"]),
-                fmt_acc(r["test_acc_mean"], r["test_acc_lo"], r["test_acc_hi"]),
-            ]
-        )
+        for _, r in table[table["model.norm"].eq(norm)].iterrows():
+            out.rows.append(
+                [
+                    norm_label(norm),
+                    *(fmt_value(r[f]) for f in facs),
+                    str(r["n"]),
+                    str(r["n_diverged"]),
+                    fmt_acc(r["val_acc_mean"], r["val_acc_lo"], r["val_acc_hi"]),
+                    fmt_acc(r["test_acc_mean"], r["test_acc_lo"], r["test_acc_hi"]),
+                ]
+            )
     return out
 
 
@@ -246,12 +249,12 @@ def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, nam
         ("p", f"Built {stamp} from the run files alone ({len(runs)} runs)."),
         ("h2", "What was swept"),
         ("ul", swept_items(runs, skipped)),
-        ("h2", "Headline: accuracy by norm"),
+        ("h2", "Headline: accuracy by norm and setting"),
         ("table", headline),
         (
             "p",
-            "Mean ± 95% t-CI over every run of each norm, pooled over the swept factors "
-            "(see the summary per configuration). A diverged run counts at chance accuracy.",
+            "Mean ± 95% t-CI over the seeds of each norm and setting: runs that differ in any "
+            "key besides the seed are never pooled. A diverged run counts at chance accuracy.",
         ),
         ("h2", "Summary per configuration"),
         ("table", summary_table(runs)),
@@ -438,7 +441,8 @@ def build_report(
     figures = make_figures(agg.runs, agg.curves, out / "figures")
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, source.resolve().name)
-    blocks[2:2] = [("p", f"Warning: {line}.") for line in agg.mixed]
+    mixed = [*agg.mixed, *other_settings(agg.runs, source)]
+    blocks[2:2] = [("p", f"Warning: {line}.") for line in mixed]
     verdicts = claim_verdicts(source)
     blocks[1:1] = [block for v in verdicts for block in claim_blocks(out, v)]
     if index or (out.parent / "report.html").is_file():
@@ -457,8 +461,32 @@ def build_report(
         skipped=agg.skipped,
         headline=text_table(headline),
         verdicts=verdicts,
-        warnings=agg.mixed,
+        warnings=mixed,
     )
+
+
+def other_settings(runs: pd.DataFrame, sweep: Path) -> list[str]:
+    """A line naming the keys in which runs outside the sweep's plan (an earlier `bnbench run`
+    into the same directory) differ from the planned ones, which all share them."""
+    from bnbench.aggregate import varying_columns
+    from bnbench.planfile import read_plan
+
+    try:
+        plan = read_plan(sweep)
+    except (OSError, ValueError):
+        return []
+    if plan is None:
+        return []
+    planned = runs["run_id"].isin(set(plan.run_ids))
+    if planned.all() or not planned.any():
+        return []
+    fixed = [c for c in varying_columns(runs) if runs.loc[planned, c].nunique(dropna=False) == 1]
+    if not fixed:
+        return []
+    return [
+        f"{(~planned).sum()} run(s) in {sweep} have other settings than this sweep's plan "
+        f"({', '.join(fixed)}); every table reports each setting on its own rows"
+    ]
 
 
 def write_reports(blocks: list, directory: Path) -> tuple[Path, Path]:
@@ -516,5 +544,5 @@ def headline_text(result: ReportResult) -> str:
     """The headline comparison as a short plain-text table, for the CLI to print."""
     if result.runs_csv is None:  # a results root's index: the verdicts or the sweeps
         return result.headline
-    note = "mean ± 95% CI over runs, pooled over the sweep; diverged runs count at chance"
+    note = "mean ± 95% CI over seeds, per norm and setting; diverged runs count at chance"
     return f"{result.headline}\n({note})"
