@@ -470,21 +470,35 @@ def test_bnbench_run_writes_the_sweeps_plan_file(group_norm_sweep):
 # --- every claim through the real command line ----------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def every_claim(tmp_path_factory) -> tuple[Path, str]:
+    """Every claim's quick sweep on the tiny config through one `bnbench claims run --all`:
+    one pool of workers, each run trained once, then the reports and the verdicts."""
+    root = tmp_path_factory.mktemp("claims")
+    out = bnbench(
+        "claims", "run", "--all", "--profile", "quick", *TINY, f"results_dir={root}", cwd=root
+    )
+    return root, out.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CLAIMS))
-def test_every_claim_end_to_end_on_a_tiny_sweep(tmp_path, name):
-    """Each claim's quick sweep through `bnbench claims run` on the tiny config, then its
-    verdict from the run files and the plan file the command wrote."""
+def test_every_claim_end_to_end_on_a_tiny_sweep(every_claim, name):
+    """Each claim's verdict from the run files and the plan file the command wrote, and the
+    same outcome in its report and in the root's index."""
+    root, stdout = every_claim
     claim = CLAIMS[name]
-    bnbench(
-        "claims", "run", name, "--profile", "quick", *TINY, f"results_dir={tmp_path}", cwd=tmp_path
-    )
-    plan = read_plan(tmp_path / claim.experiment)
+    plan = read_plan(root / claim.experiment)
     assert plan is not None and plan.profile == "quick" and "debug=tiny" in plan.overrides
-    result = verdict(name, tmp_path)
+    result = verdict(name, root)
     assert result.status in OUTCOMES, result.sentence
     assert result.n_done == result.n_planned == len(plan.run_ids) > 0
     assert result.primary["n"] == 3  # three seeds, paired
     assert result.sentence.startswith(result.status.upper())
     if len(result.secondary):
         assert (result.secondary["n"] <= 3).all()
+    report = (root / claim.experiment / "REPORT.md").read_text()
+    assert f"Claim {claim.number}, {name}: {result.status}" in report
+    index = (root / "REPORT.md").read_text()
+    assert f"| [{claim.number}. {name}]({claim.experiment}/REPORT.md) | {result.status} |" in index
+    assert " ".join(result.sentence.split())[:60] in " ".join(stdout.split())
