@@ -191,7 +191,10 @@ def torchvision_root(data_dir: str | None = None, root: Path | None = None) -> P
     """A torchvision-layout copy (FashionMNIST/raw/, uncompressed) of the IDX files found."""
     source = find_fashion_mnist(data_dir)
     if source is None:
-        raise FileNotFoundError("Fashion-MNIST not found: `make data` (dataset-fashion-mnist)")
+        raise FileNotFoundError(
+            "Fashion-MNIST not found: `apt-get install dataset-fashion-mnist` (or `make data`); "
+            "`bnbench data` says where it looks"
+        )
     root = root or DEFAULT_DOWNLOAD_DIR / "torchvision"
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

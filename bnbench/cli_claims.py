@@ -92,7 +92,7 @@ def claims_show(name: str, config_dir: str = CONFIG_DIR) -> None:
         ("claim", f"{claim.number}. {claim.name}"),
         ("text", claim.text),
         ("source", f"../shared/seeds/{claim.source}.txt"),
-        ("sweep", f"conf/experiment/{claim.experiment}.yaml"),
+        ("sweep", f"experiment/{claim.experiment}.yaml in the config search path"),
         ("primary", f"{p.label}: {_arms(p)}; claimed {p.direction}, delta {p.delta:g} {p.unit}"),
         ("why", claim.why),
         *[("secondary", f"{m.label} [{m.unit}]") for m in claim.secondary],
