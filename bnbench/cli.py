@@ -311,13 +311,40 @@ def launch(overrides: list[str], multirun: bool) -> None:
 def hydra_job(cfg: DictConfig) -> str:
     from bnbench.runner import execute  # torch loads only when something trains
 
+    config = to_config(cfg)
     try:
-        return execute(to_config(cfg), parallel_jobs())
+        status = execute(config, parallel_jobs())
+        sweep_line(config)
+        return status
     except OSError as error:  # a full disk: every later run would fail the same way
         if error.errno not in FULL:
             raise
         where = error.filename or to_config(cfg).results_dir
         raise SweepStopped(disk_full(Path(where)).strerror) from None
+
+
+def sweep_line(cfg) -> None:
+    """After each run of a sweep: runs finished of those planned, failed, elapsed and ETA
+    (from the sweep's plan.json, written when the sweep was launched; its age is the
+    sweep's elapsed time). Works under every launcher: it reads the run files."""
+    from bnbench.planfile import PLAN_FILE, read_plan
+    from bnbench.store import run_path, run_status, sweep_dir
+
+    sweep = sweep_dir(cfg)
+    plan = read_plan(sweep)
+    if plan is None or len(plan.run_ids) < 2:
+        return
+    statuses = [run_status(run_path(sweep, r)) for r in plan.run_ids]
+    done = sum(s in ("completed", "diverged") for s in statuses)
+    failed = statuses.count("failed")
+    elapsed = time.time() - (sweep / PLAN_FILE).stat().st_mtime
+    eta = f"ETA {elapsed / done * (len(statuses) - done) / 60:.1f} min" if done else "ETA ?"
+    console.print(
+        f"[sweep {sweep.name}] {done}/{len(statuses)} runs finished, {failed} failed, "
+        f"{elapsed / 60:.1f} min elapsed, {eta}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def parallel_jobs() -> int:

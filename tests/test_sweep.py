@@ -85,3 +85,22 @@ def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path):
     ]
     bnbench(*args, cwd=tmp_path)
     assert len(summaries(tmp_path / "par")) == 2
+
+
+def test_a_sweep_prints_one_progress_line_per_finished_run(tmp_path):
+    """In a pipe: after each run, runs finished of those planned, failed, elapsed and ETA."""
+    out = bnbench(
+        "run",
+        "-m",
+        *TINY,
+        "model.norm=batch,none",
+        "seed=0",
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[sweep default]")]
+    assert [line.split("]")[1].split(",")[0].strip() for line in lines] == [
+        "1/2 runs finished",
+        "2/2 runs finished",
+    ]
+    assert all("0 failed" in line and "ETA" in line for line in lines)
