@@ -194,8 +194,11 @@ def claims_run(
         )
     if dry_run:
         return
+    from bnbench.runtime import sigterm_raises
+
     try:
-        train_claims(sweeps, jobs, log=lambda line: console.print(line, highlight=False))
+        with sigterm_raises():  # kill or scancel stop the pool as Ctrl-C does
+            train_claims(sweeps, jobs, log=lambda line: console.print(line, highlight=False))
     except KeyboardInterrupt:
         fail("interrupted; to resume, run the same command again", code=130)
     report_and_judge(sweeps, [claims[n] for n in chosen], console)

@@ -12,7 +12,9 @@ exactly as under `bnbench run`.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,6 +33,20 @@ def estimated_cost(cfg: Config) -> float:
 
 def _warm_up() -> None:
     import torch  # noqa: F401  (imported once per worker, not once per run)
+
+    _die_with_parent()
+
+
+PR_SET_PDEATHSIG = 1  # Linux prctl option: a signal for this process when its parent dies
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this worker when the process that forked it (the pool's fork server) dies, so
+    a killed `claims run` leaves no orphan training on: the runner marks its run interrupted."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux/glibc: the pool's own shutdown still applies
+        pass
 
 
 def _train(cfg: Config, jobs: int) -> str:
@@ -56,7 +72,9 @@ def run_pool(configs: list[Config], jobs: int, log: Callable[[str], None]) -> di
                 except Exception as error:  # a worker died (OOM kill): the next call retrains
                     statuses[run_id(cfg)] = f"lost ({error.__class__.__name__})"
                 log(progress_line(done, len(order), statuses, cfg, time.monotonic() - started))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM or kill only us
+            for worker in list(pool._processes.values()):
+                worker.terminate()  # SIGTERM: the runner marks the run in flight interrupted
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return statuses
