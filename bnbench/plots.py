@@ -502,7 +502,7 @@ OUTCOME_COLORS = {
 def plot_claim(result, title: str) -> Figure:
     """Forest plot of a verdict: the primary measure and each secondary cell, mean paired
     difference with its 95% CI, coloured by outcome; one panel (and x axis) per unit, with
-    +-delta dashed and the claimed side of zero shaded."""
+    +-delta dashed and each row's claimed side of zero shaded."""
     p = result.primary
     rows = [{**p, "name": f"PRIMARY: {p['label']}", "shown": p["outcome"]}]
     for row in result.secondary.to_dict("records"):
@@ -536,8 +536,9 @@ def _forest_panel(ax: Axes, rows: list[dict], unit: str) -> None:
         ax.axvline(edge, color="black", linewidth=0.8, linestyle="--")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlim(-span, span)
-    claimed = (0, span) if rows[0]["direction"] == "higher" else (-span, 0)
-    ax.axvspan(*claimed, color="#56B4E9", alpha=0.12)
+    for row, pos in zip(rows, y, strict=True):  # each row's own claimed side
+        side = (0, span) if row["direction"] == "higher" else (-span, 0)
+        ax.fill_betweenx([pos - 0.45, pos + 0.45], *side, color="#56B4E9", alpha=0.12, lw=0)
     ax.set_yticks(y, [_wrap(r["name"]) for r in rows])
     ax.set_xlabel(f"treatment - control ({unit})")
 
