@@ -339,11 +339,12 @@ def sweep_line(cfg) -> None:
     failed = statuses.count("failed")
     elapsed = time.time() - (sweep / PLAN_FILE).stat().st_mtime
     eta = f"ETA {elapsed / done * (len(statuses) - done) / 60:.1f} min" if done else "ETA ?"
-    console.print(
+    # plain print: launchers (joblib, submitit) pickle this function by value, and the rich
+    # console holds a lock that does not pickle
+    print(
         f"[sweep {sweep.name}] {done}/{len(statuses)} runs finished, {failed} failed, "
         f"{elapsed / 60:.1f} min elapsed, {eta}",
-        markup=False,
-        highlight=False,
+        flush=True,
     )
 
 
