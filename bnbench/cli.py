@@ -270,15 +270,12 @@ class SweepStopped(BaseException):
 def record_plan(plan: list[PlannedRun], overrides: list[str]) -> None:
     """The sweep's plan.json: the planned run ids, so a verdict or report reads the sweep as
     launched without Hydra. One per sweep directory the plan writes into."""
-    from bnbench.planfile import Plan, write_plan
+    from bnbench.planfile import record_plans
     from bnbench.store import sweep_dir
 
     profile = next((o.split("=", 1)[1] for o in overrides if o.startswith("profile=")), None)
-    kept = [o for o in overrides if not o.startswith(("results_dir=", "hydra"))]
-    for directory in dict.fromkeys(sweep_dir(p.config) for p in plan):
-        ids = [p.run_id for p in plan if sweep_dir(p.config) == directory]
-        with contextlib.suppress(OSError):  # an unwritable directory is refused just below
-            write_plan(directory, Plan(profile, kept, ids))
+    with contextlib.suppress(OSError):  # an unwritable directory is refused just below
+        record_plans(((sweep_dir(p.config), p.run_id) for p in plan), profile, overrides)
 
 
 def check_data(first: PlannedRun) -> None:

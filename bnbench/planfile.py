@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,17 @@ class Plan:
 
 def write_plan(sweep: Path, plan: Plan) -> None:
     write_json(Path(sweep) / PLAN_FILE, asdict(plan))
+
+
+def record_plans(runs: Iterable[tuple[Path, str]], profile: str | None, overrides) -> None:
+    """One plan.json per sweep directory that the (sweep dir, run id) pairs fall in, with the
+    launch's overrides minus where it ran (the results may move)."""
+    kept = [o for o in overrides if not o.startswith(("results_dir=", "hydra"))]
+    by_sweep: dict[Path, list[str]] = {}
+    for sweep, run_id in runs:
+        by_sweep.setdefault(Path(sweep), []).append(run_id)
+    for sweep, run_ids in by_sweep.items():
+        write_plan(sweep, Plan(profile, kept, run_ids))
 
 
 def read_plan(sweep: Path) -> Plan | None:

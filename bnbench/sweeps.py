@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bnbench.plan import PlannedRun, expand
-from bnbench.planfile import Plan, write_plan
+from bnbench.planfile import record_plans
 from bnbench.store import sweep_dir
 
 
@@ -37,8 +37,7 @@ def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
         args = [f"experiment={experiment}", f"profile={profile}", *overrides]
         plan = expand(args, multirun=True)
         directory = sweep_dir(plan[0].config)
-        kept = [o for o in overrides if not o.startswith(("results_dir=", "hydra"))]
-        write_plan(directory, Plan(profile, kept, [p.run_id for p in plan]))
+        record_plans(((directory, p.run_id) for p in plan), profile, overrides)
         sweeps.append(ClaimSweep(experiment, profile, directory, plan))
     return sweeps
 
