@@ -160,12 +160,19 @@ def run(
                 code=1,
             )
     console.print(plan_table(plan, with_results=True))
-    failed = [
-        p.run_id for p in plan if (read_summary(run_dir(p.config)) or {}).get("status") == "failed"
-    ]
+    statuses = {p.run_id: (read_summary(run_dir(p.config)) or {}).get("status") for p in plan}
+    failed = [run_id for run_id, status in statuses.items() if status == "failed"]
+    interrupted = [run_id for run_id, status in statuses.items() if status == "interrupted"]
     print_next(plan)
     if failed:
         fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
+    if interrupted:  # e.g. out of SLURM requeues at the time limit: resumable, but not done
+        again = shlex.join(["bnbench", *sys.argv[1:]])
+        fail(
+            f"{len(interrupted)} run(s) unfinished (interrupted): {', '.join(interrupted)}; "
+            f"to resume, run the same command again: {again}",
+            code=1,
+        )
 
 
 def print_configs(plan: list[PlannedRun], which: str) -> None:

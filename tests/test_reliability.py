@@ -427,3 +427,26 @@ def test_refused_input(command, refused):
     pattern = ".*".join(re.escape(part) for part in message.split("…"))
     assert re.fullmatch(pattern, line), f"{line!r} does not match {message!r}"
     assert not list(cwd.glob("**/summary.json"))  # nothing trained
+
+
+class UncompletedJobError(RuntimeError):
+    """Named as submitit's: raised in a task out of requeues at its time limit."""
+
+
+def test_a_run_out_of_requeues_is_left_interrupted_and_the_command_says_so(tmp_path, monkeypatch):
+    import bnbench.runner
+    from typer.testing import CliRunner
+
+    from bnbench.cli import app
+
+    def time_limit(*args, **kwargs):
+        raise UncompletedJobError("job 7 (task: 0) was timed-out too many times")
+
+    monkeypatch.setattr(bnbench.runner, "train_run", time_limit)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", *TINY, "sweep=limit", f"results_dir={tmp_path}"])
+    (summary,) = tmp_path.glob("limit/runs/*/summary.json")
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+    assert result.exit_code == 1  # not done: a script or make must not go on as if it were
+    assert "1 run(s) unfinished (interrupted)" in result.output
+    assert "run the same command again" in result.output
