@@ -434,9 +434,9 @@ class UncompletedJobError(RuntimeError):
 
 
 def test_a_run_out_of_requeues_is_left_interrupted_and_the_command_says_so(tmp_path, monkeypatch):
-    import bnbench.runner
     from typer.testing import CliRunner
 
+    import bnbench.runner
     from bnbench.cli import app
 
     def time_limit(*args, **kwargs):
