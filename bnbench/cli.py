@@ -454,7 +454,13 @@ def report(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", SkippedRunWarning)  # listed below, once each
         try:
-            result = build_report(results_dir, out)
+            began = time.monotonic()
+
+            def told(line: str) -> None:  # a results root: one line per sweep, on stderr
+                elapsed = time.monotonic() - began
+                err_console.print(f"report {line} ({elapsed:.0f} s)", markup=False, highlight=False)
+
+            result = build_report(results_dir, out, log=told)
         except NoRunsError as error:
             fail(str(error), code=1)
         except OSError as error:  # a sweep dir without write access, a full disk

@@ -8,7 +8,9 @@ from bnbench.config import Config, run_id
 
 
 class Progress:
-    """A rich progress bar on a terminal; one plain line per epoch otherwise."""
+    """A rich progress bar on a terminal; one plain line per epoch otherwise. The bar counts
+    each training step and each epoch's evaluation (one tick, labelled while it runs), so it
+    reaches its end when the run's last evaluation does."""
 
     def __init__(self, cfg: Config, steps_per_epoch: int):
         self.label = f"{run_id(cfg)} {cfg.model.norm}"
@@ -18,12 +20,16 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(transient=True)
-            self.task = self.bar.add_task(self.label, total=steps_per_epoch * self.epochs)
+            self.task = self.bar.add_task(self.label, total=(steps_per_epoch + 1) * self.epochs)
             self.bar.start()
 
     def step(self) -> None:
         if self.bar is not None:
             self.bar.advance(self.task)
+
+    def evaluating(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.label} evaluating")
 
     def epoch_done(self, row: dict, status: str) -> None:
         val = f"val_acc {row['val_acc']:.2%}" if "val_acc" in row else status
@@ -32,6 +38,7 @@ class Progress:
             f"train_loss {row['train_loss']:.4f} {val} ({row['epoch_time_s']:.1f} s)"
         )
         if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=self.label)
             self.bar.console.print(text)
         else:
             print(text, flush=True)

@@ -17,6 +17,7 @@ and rendered twice, to Markdown and to HTML. Never imports torch.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -126,28 +127,8 @@ def fmt_p(p: float) -> str:
 
 
 def headline_table(runs: pd.DataFrame) -> Table:
-    """Val and test accuracy per norm and per value of every other key that varies (never
-    pooled over different settings): mean ± 95% CI over seeds, n, diverged."""
-    facs = list(factors(runs))
-    table = summarize(runs, ["val_acc", "test_acc"], by=["model.norm", *facs])
-    out = Table(["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)"])
-    for norm in norms_in(runs):
-        for _, r in table[table["model.norm"].eq(norm)].iterrows():
-            out.rows.append(
-                [
-                    norm_label(norm),
-                    *(fmt_value(r[f]) for f in facs),
-                    str(r["n"]),
-                    str(r["n_diverged"]),
-                    fmt_acc(r["val_acc_mean"], r["val_acc_lo"], r["val_acc_hi"]),
-                    fmt_acc(r["test_acc_mean"], r["test_acc_lo"], r["test_acc_hi"]),
-                ]
-            )
-    return out
-
-
-def summary_table(runs: pd.DataFrame) -> Table:
-    """One row per configuration (norm x swept factors)."""
+    """One row per configuration: norm x every other key that varies (runs with different
+    settings are never pooled), mean ± 95% CI over seeds, n, diverged."""
     facs = list(factors(runs))
     metrics = ["val_acc", "test_acc", "gap"]
     gap = runs["train_acc"] - runs["test_acc"]
@@ -158,7 +139,7 @@ def summary_table(runs: pd.DataFrame) -> Table:
         for _, r in table[table["model.norm"].eq(norm)].iterrows():
             cells = [fmt_acc(r[f"{m}_mean"], r[f"{m}_lo"], r[f"{m}_hi"]) for m in metrics]
             config = [fmt_value(r[f]) for f in facs]
-            out.rows.append([norm, *config, str(r["n"]), str(r["n_diverged"]), *cells])
+            out.rows.append([norm_label(norm), *config, str(r["n"]), str(r["n_diverged"]), *cells])
     return out
 
 
@@ -253,16 +234,10 @@ def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, nam
         ("table", headline),
         (
             "p",
-            "Mean ± 95% t-CI over the seeds of each norm and setting: runs that differ in any "
-            "key besides the seed are never pooled. A diverged run counts at chance accuracy.",
-        ),
-        ("h2", "Summary per configuration"),
-        ("table", summary_table(runs)),
-        (
-            "p",
-            "Final accuracies in %, mean ± half-width of the 95% t-interval over seeds "
-            "(none shown for a single seed); n runs, of which 'diverged' diverged and count "
-            "at chance accuracy. The train - test gap leaves diverged runs out.",
+            "Final accuracies in %, mean ± half-width of the 95% t-interval over the seeds of "
+            "each configuration (none shown for a single seed): runs that differ in any key "
+            "besides the seed are never pooled. n runs, of which 'diverged' diverged and "
+            "count at chance accuracy; the train - test gap leaves diverged runs out.",
         ),
         ("h2", f"Paired effect: each norm - {CONTROL}"),
     ]
@@ -415,22 +390,28 @@ def sweeps_under(root: Path) -> list[Path]:
 
 
 def build_report(
-    results_dir: str | Path, out: str | Path | None = None, index: bool = False
+    results_dir: str | Path,
+    out: str | Path | None = None,
+    index: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> ReportResult:
     """Aggregate, draw and write the report for every finished run under results_dir; for a
     results root holding several sweeps, one report per sweep and an index with the claims'
     verdicts. Everything is written into out (default: results_dir itself), so read-only
     results can be reported elsewhere. index: the sweep's report links up to the index of
-    the results root above it."""
+    the results root above it. log: told each sweep as its report starts (a large tree takes
+    minutes)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoRunsError(f"no results directory at {results_dir}")
     sweeps = sweeps_under(results_dir)
     if sweeps:
         root = results_dir if out is None else Path(out)
-        reports = [
-            build_report(s, None if out is None else root / s.name, index=True) for s in sweeps
-        ]
+        reports = []
+        for number, sweep in enumerate(sweeps, start=1):
+            if log is not None:
+                log(f"[{number}/{len(sweeps)}] {sweep.name}")
+            reports.append(build_report(sweep, None if out is None else root / sweep.name, True))
         return build_index(root, reports)
     source = output_dir(results_dir)
     out = source if out is None else Path(out)

@@ -137,6 +137,7 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
         if result.diverged:
             status = "diverged"
         else:
+            progress.evaluating()
             with timed(timing, "eval_s"):
                 row |= evaluation(run, last=epoch == cfg.train.epochs)
             record.evals.append(eval_row(epoch * run.steps_per_epoch, epoch, row))

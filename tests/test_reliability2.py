@@ -135,6 +135,7 @@ def test_report_to_out_keeps_a_results_root_untouched(copy, tmp_path):
     assert (out / "REPORT.md").exists() and (out / "s" / "REPORT.md").exists()
     assert "s/REPORT.md" in (out / "REPORT.md").read_text()
     assert f"report: {out / 'REPORT.md'}" in result.stdout
+    assert re.search(r"^report \[1/1\] s \(\d+ s\)$", result.stderr, re.M)  # progress per sweep
 
 
 def test_a_completed_run_with_nan_in_its_metrics_is_not_called_truncated(copy):

@@ -57,7 +57,13 @@ def test_report_writes_tables_figures_and_both_reports(copy: Path):
     assert set(result.written) >= {copy / "REPORT.md", copy / "report.html"}
 
     markdown = (copy / "REPORT.md").read_text()
-    for text in ("optim.lr: 0.01, 0.1", "Summary per configuration", "batch - none", "p (Holm)"):
+    for text in (
+        "optim.lr: 0.01, 0.1",
+        "Headline: accuracy by norm and setting",
+        "train - test (pts)",
+        "batch - none",
+        "p (Holm)",
+    ):
         assert text in markdown
     assert "figures/lr_sensitivity.png" in markdown
     page = (copy / "report.html").read_text()
@@ -134,7 +140,7 @@ def test_diverged_run_is_reported_at_chance(tmp_path: Path):
 
     result = build_report(tmp_path / "t")
     assert result.n_runs == 2
-    assert "| none | 50 | 1 | 1 | 25.0 |" in (tmp_path / "t" / "REPORT.md").read_text()
+    assert "| no norm (none) | 50 | 1 | 1 | 25.0 |" in (tmp_path / "t" / "REPORT.md").read_text()
 
 
 def fake_runs(**grid) -> tuple[pd.DataFrame, pd.DataFrame]:

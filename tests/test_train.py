@@ -142,3 +142,22 @@ def test_training_steps_reuse_freed_activations_instead_of_page_faulting():
     )
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) < 5000
+
+
+def test_the_run_bar_covers_evaluation_and_ends_with_the_last_one(tmp_path, monkeypatch):
+    from bnbench.progress import Progress
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # as on a terminal
+    cfg = tiny_config(tmp_path, progress=True)  # 2 epochs
+    progress = Progress(cfg, steps_per_epoch=3)
+    (task,) = progress.bar.tasks
+    row = {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5, "epoch_time_s": 0.1}
+    for epoch in (1, 2):
+        for _ in range(3):
+            progress.step()
+        progress.evaluating()
+        assert "evaluating" in task.description and not task.finished  # not stuck at 100%
+        progress.epoch_done(row | {"epoch": epoch}, "completed")
+        assert "evaluating" not in task.description
+    assert task.completed == task.total == 8 and task.finished
+    progress.close()
