@@ -90,9 +90,13 @@ def read_run(directory: Path) -> Run:
     return Run(directory, config, summary, metrics)
 
 
+# libyaml's safe loader where PyYAML was built with it: a results tree has a config per run.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_config(directory: Path) -> dict:
     try:
-        tree = yaml.safe_load((directory / CONFIG_FILE).read_text())
+        tree = yaml.load((directory / CONFIG_FILE).read_text(), Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError) as error:
         raise CorruptRun(f"config.yaml unreadable ({error.__class__.__name__})") from None
     if not isinstance(tree, dict) or "model" not in tree:
