@@ -33,11 +33,14 @@ $(FASHION_MNIST):
 demo: install data  ## BN vs no-BN on Fashion-MNIST, then the comparison table
 	$(BNBENCH) run
 
+# One test file per worker, every core busy; the SLURM tests after, alone: they time a job
+# against its time limit on the same cores.
 test: install data  ## every test, the slow ones on real Fashion-MNIST included
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slurm"
+	$(PY) -m pytest -q -m slurm
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # One claim, or all: the sweeps through one pool of workers (finished runs are skipped, so
 # this resumes), then each sweep's report and each claim's verdict.

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -18,6 +19,12 @@ import pytest
 
 from bnbench.config import Config
 from bnbench.plan import expand
+
+# A test run started in the background (`make test &` in a script) inherits SIGINT ignored,
+# and so would every command it starts; the tests that press Ctrl-C need it as a terminal
+# has it. (A Python handler here is reset to the default in children; SIG_IGN would not be.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The override that makes any CLI run tiny: synthetic data, a small net, one epoch.
 TINY = ["debug=tiny"]
