@@ -289,7 +289,8 @@ def claim_verdicts(sweep: Path) -> list:
 
 def claim_blocks(sweep: Path, result) -> list:
     """For a claim's sweep: the outcome, the primary effect, the secondary cells, the figure."""
-    from bnbench.plots import plot_claim, save
+    from bnbench.plots import save
+    from bnbench.plots_claim import plot_claim
     from bnbench.verdicts import HEADER, primary_row, secondary_rows
 
     claim = result.claim
