@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from bnbench.aggregate import aggregate, factors, output_dir
-from bnbench.plots import FigureFile, fmt_value, make_figures, norm_label, norms_in
+from bnbench.plots import make_figures
+from bnbench.plots_style import FigureFile, fmt_value, norm_label, norms_in
 from bnbench.stats import BOOTSTRAP_MIN_N, effects, holm, summarize
 from bnbench.store import RUNS_DIR, write_atomic
 from bnbench.verdicts import INDEX_HEADER, index_row
@@ -289,8 +290,8 @@ def claim_verdicts(sweep: Path) -> list:
 
 def claim_blocks(sweep: Path, result) -> list:
     """For a claim's sweep: the outcome, the primary effect, the secondary cells, the figure."""
-    from bnbench.plots import save
     from bnbench.plots_claim import plot_claim
+    from bnbench.plots_style import save
     from bnbench.verdicts import HEADER, primary_row, secondary_rows
 
     claim = result.claim
