@@ -3,40 +3,35 @@
 A run is claimed before it trains (store.claim_run), so concurrent sweeps share the work;
 Ctrl-C and SIGTERM leave it `interrupted` with its partial CSVs; with
 train.checkpoint=true it resumes from its last finished epoch after a kill. The loop's
-pieces are in bnbench.loop, the process set-up in bnbench.runtime.
+pieces are in bnbench.loop, the process set-up in bnbench.runtime, what summary.json says in
+bnbench.run_summary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import socket
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
 import torch
 
-from bnbench import __version__
 from bnbench.checkpoint import RunRecord, load_checkpoint, save_checkpoint
 from bnbench.config import Config, TrainConfig, run_id
 from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
-from bnbench.paths import PACKAGE
 from bnbench.progress import Progress
+from bnbench.run_summary import base_summary, finish_summary, record_unfinished
 from bnbench.runtime import keep_norms_fp32, runtime_facts, setup_runtime, sigterm_raises
 from bnbench.store import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     EVALS_COLUMNS,
     EVALS_FILE,
-    FINAL_KEYS,
     METRIC_COLUMNS,
     METRICS_FILE,
     PROBE_COLUMNS,
@@ -283,79 +278,6 @@ def write_record(cfg: Config, record: RunRecord) -> None:
     write_csv(directory / EVALS_FILE, EVALS_COLUMNS, record.evals)
     if cfg.probes.names:
         write_csv(directory / PROBES_FILE, PROBE_COLUMNS, record.probes)
-
-
-# --- summary.json --------------------------------------------------------------------------
-
-
-def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:
-    """summary.json for a run that stopped early; the next call trains it again."""
-    if not claim.held():
-        return  # the run belongs to another process now; its files are not ours to write
-    summary = base_summary(cfg) | {"status": status, **extra}
-    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
-    write_json(run_dir(cfg) / SUMMARY_FILE, summary)
-
-
-def base_summary(cfg: Config) -> dict:
-    """Who ran it, where, with what: the provenance every summary.json carries."""
-    return {
-        "run_id": run_id(cfg),
-        "sweep": cfg.sweep,
-        "seed": cfg.seed,
-        "host": socket.gethostname(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "bnbench": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
-        "git_commit": git_commit(),
-    } | slurm_ids()
-
-
-def slurm_ids() -> dict:
-    """The SLURM job and array task that trained the run, when it ran under SLURM."""
-    env = os.environ
-    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
-    if job is None:
-        return {}
-    return {"slurm_job_id": job, "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
-
-
-def finish_summary(record: RunRecord, status: str, splits: Splits, final: dict) -> dict:
-    """The finished run's outcome; `final` adds to the last epoch's metrics (eval_train)."""
-    rows = record.metrics
-    evaluated = [r for r in rows if "val_acc" in r]
-    best = max(evaluated, key=lambda r: r["val_acc"], default=None)
-    return {
-        "status": status,
-        "epochs_completed": len(evaluated),
-        "final": {k: rows[-1].get(k) for k in FINAL_KEYS} | final,
-        "best_val_acc": best["val_acc"] if best else None,
-        "best_epoch": best["epoch"] if best else None,
-        "first_loss": record.first_loss,
-        "data_source": splits.source,
-        "num_classes": splits.num_classes,
-        "n_train": len(splits.train_y),
-        "n_val": len(splits.val_y),
-        "n_test": len(splits.test_y),
-    }
-
-
-def git_commit() -> str | None:
-    """bnbench's own commit when it runs from its git checkout; None when installed from a
-    wheel (a virtual environment inside the user's repository must not report theirs)."""
-    checkout = PACKAGE.parent
-    if not ((checkout / ".git").exists() and (checkout / "conf" / "claims.yaml").exists()):
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _log(cfg: Config, message: str) -> None:
