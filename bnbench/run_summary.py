@@ -23,8 +23,7 @@ def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> No
     """summary.json for a run that stopped early; the next call trains it again."""
     if not claim.held():
         return  # the run belongs to another process now; its files are not ours to write
-    summary = base_summary(cfg) | {"status": status, **extra}
-    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
+    summary = base_summary(cfg) | {"status": status, **extra} | process_facts(claim)
     write_json(run_dir(cfg) / SUMMARY_FILE, summary)
 
 
@@ -43,6 +42,17 @@ def base_summary(cfg: Config) -> dict:
         },
         "git_commit": git_commit(),
     } | slurm_ids()
+
+
+def process_facts(claim: Claim) -> dict:
+    """When the process that wrote the summary took the run up, and its pid."""
+    return {"started_at": claim.started_at, "pid": os.getpid()}
+
+
+def resume_facts(resumed_after: int, discarded: bool) -> dict:
+    """Whether the run went on from a checkpoint, and after which epoch, or set one aside."""
+    resumed = {"resumed_after_epoch": resumed_after} if resumed_after else {}
+    return resumed | ({"checkpoint_discarded": True} if discarded else {})
 
 
 def slurm_ids() -> dict:
