@@ -11,7 +11,8 @@ from rich.table import Table
 
 from bnbench.config import identity
 from bnbench.plan import PlannedRun
-from bnbench.store import claimed_elsewhere, read_summary, run_dir
+from bnbench.run_claim import claimed_elsewhere
+from bnbench.store import read_summary, run_dir
 from bnbench.terminal import console, err_console, fail
 
 

@@ -16,7 +16,8 @@ from bnbench.checkpoint import RunRecord
 from bnbench.config import Config, run_id
 from bnbench.data import Splits
 from bnbench.paths import PACKAGE
-from bnbench.store import FINAL_KEYS, SUMMARY_FILE, Claim, run_dir, write_json
+from bnbench.run_claim import Claim
+from bnbench.store import FINAL_KEYS, SUMMARY_FILE, run_dir, write_json
 
 
 def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:

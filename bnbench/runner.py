@@ -1,6 +1,6 @@
 """One run's lifecycle: claim it, train it (resuming from a checkpoint), record its summary.
 
-A run is claimed before it trains (store.claim_run), so concurrent sweeps share the work;
+A run is claimed before it trains (run_claim.claim_run), so concurrent sweeps share the work;
 Ctrl-C and SIGTERM leave it `interrupted` with its partial CSVs; with
 train.checkpoint=true it resumes from its last finished epoch after a kill. The loop's
 pieces are in bnbench.loop, the process set-up in bnbench.runtime, what summary.json says in
@@ -25,6 +25,7 @@ from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
 from bnbench.progress import Progress
+from bnbench.run_claim import Claim, ClaimLost, claim_run, describe_claim
 from bnbench.run_summary import (
     base_summary,
     finish_summary,
@@ -45,11 +46,7 @@ from bnbench.store import (
     STEP_COLUMNS,
     STEPS_FILE,
     SUMMARY_FILE,
-    Claim,
-    ClaimLost,
     DiskFull,
-    claim_run,
-    describe_claim,
     is_finished,
     run_dir,
     write_config,
