@@ -30,8 +30,8 @@ def print_configs(plan: list[PlannedRun], which: str) -> None:
 def warn_other_settings(plan: list[PlannedRun]) -> None:
     """Say, before training, when the sweep directory already holds runs whose settings differ
     from the plan's fixed ones: the report will show them apart, not pooled."""
-    from bnbench.aggregate import CorruptRun, _read_config
     from bnbench.config import NOT_IDENTITY
+    from bnbench.run_reader import CorruptRun, read_config
     from bnbench.store import RUNS_DIR, sweep_dir
 
     def norm(value):
@@ -47,7 +47,7 @@ def warn_other_settings(plan: list[PlannedRun]) -> None:
         if run.parent.name in ids:
             continue
         with contextlib.suppress(CorruptRun):
-            config = _read_config(run.parent)
+            config = read_config(run.parent)
             for key, value in fixed.items():
                 if key not in NOT_IDENTITY and config.get(key, value) != value:
                     other.setdefault(key, set()).add(str(config.get(key)))

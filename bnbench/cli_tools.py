@@ -63,8 +63,8 @@ def report(
 ) -> None:
     import warnings
 
-    from bnbench.aggregate import SkippedRunWarning
     from bnbench.report import NoRunsError, build_report, headline_text
+    from bnbench.run_reader import SkippedRunWarning
 
     check_report_target(results_dir, out)
     with warnings.catch_warnings(record=True) as caught:

@@ -25,9 +25,9 @@ import pytest
 from conftest import TINY, bnbench, tiny_config
 
 from bnbench import run_claim
-from bnbench.aggregate import scan
 from bnbench.plan import expand
 from bnbench.run_claim import STALE_AFTER_S, ClaimLost, claim_run
+from bnbench.run_reader import scan
 from bnbench.runner import execute
 from bnbench.runtime import Terminated
 from bnbench.store import CLAIM_FILE, METRIC_COLUMNS, run_dir
