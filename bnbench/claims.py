@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bnbench.aggregate import SkippedRunWarning, load_runs
+from bnbench.aggregate import load_runs
 from bnbench.measures import MEASURES
 from bnbench.paths import CLAIMS_FILE, claims_files  # noqa: F401 (CLAIMS_FILE re-exported)
 from bnbench.planfile import read_plan
+from bnbench.run_reader import SkippedRunWarning
 from bnbench.stats import ALPHA, MIN_DECISIVE_N, judge_paired
 from bnbench.stats import holm as holm_adjust
 

@@ -1,9 +1,11 @@
-"""The `bnbench` command: run sweeps, check data (and, as they land, report, claims, bench)."""
+"""The `bnbench` command: the app, its `run` command (plan, check, hand to Hydra) and the job
+each Hydra launcher runs. `data`, `report` and `bench` are in bnbench.cli_tools, `claims` in
+bnbench.cli_claims; both are added here."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import shlex
 import signal
 import sys
 import time
@@ -12,13 +14,14 @@ from pathlib import Path
 import hydra
 import typer
 from omegaconf import DictConfig
-from rich.table import Table
 
 from bnbench import paths
 from bnbench.cli_claims import claims_app
-from bnbench.config import DEVICES, NORMS, ConfigError, identity, register_configs, to_config
+from bnbench.cli_plan import plan_table, print_configs, print_next, warn_other_settings
+from bnbench.cli_tools import tools_app
+from bnbench.config import ConfigError, register_configs, to_config
 from bnbench.plan import CONF_DIR, PlannedRun, config_groups, expand
-from bnbench.store import FULL, claimed_elsewhere, disk_full, read_summary, run_dir
+from bnbench.store import FINISHED, FULL, disk_full, read_summary, run_dir
 from bnbench.terminal import console, err_console, fail
 
 app = typer.Typer(
@@ -37,7 +40,7 @@ app = typer.Typer(
 )
 DEFAULT_COMPARISON = ["model.norm=batch,none"]
 
-
+app.add_typer(tools_app)  # data, report, bench: commands of this app, listed before claims
 app.add_typer(claims_app, name="claims")
 
 # The keys most runs set, for `bnbench run --help` (every key: docs/configuration.md).
@@ -129,8 +132,6 @@ def run(
     if multirun and todo:
         record_plan(plan, overrides)
     if todo:
-        import shlex
-
         from bnbench.store import check_writable, sweep_dir
 
         for first in {sweep_dir(p.config): p.config for p in todo}.values():
@@ -175,67 +176,11 @@ def run(
         )
 
 
-def print_configs(plan: list[PlannedRun], which: str) -> None:
-    """`--cfg job`: each planned run's resolved config as YAML, headed by its run id."""
-    from omegaconf import OmegaConf
-
-    if which != "job":
-        fail(f"invalid --cfg={which!r}: allowed: job (bnbench composes no other part)")
-    for p in plan:
-        text = OmegaConf.to_yaml(OmegaConf.structured(p.config))
-        console.print(f"# run {p.run_id}\n{text}", markup=False, highlight=False)
-
-
 def set_config_dir(directory: str | None) -> None:
     try:
         paths.use_config_dir(directory)
     except ValueError as error:
         fail(str(error))
-
-
-def warn_other_settings(plan: list[PlannedRun]) -> None:
-    """Say, before training, when the sweep directory already holds runs whose settings differ
-    from the plan's fixed ones: the report will show them apart, not pooled."""
-    from bnbench.aggregate import CorruptRun, _read_config
-    from bnbench.config import NOT_IDENTITY
-    from bnbench.store import RUNS_DIR, sweep_dir
-
-    def norm(value):
-        return json.dumps(value) if isinstance(value, list) else value
-
-    planned = [{k: norm(v) for k, v in identity(p.config).items()} for p in plan]
-    fixed = {k: v for k, v in planned[0].items() if all(c.get(k) == v for c in planned)}
-    fixed.pop("seed", None)
-    directory = sweep_dir(plan[0].config)
-    ids = {p.run_id for p in plan}
-    other: dict[str, set] = {}
-    for run in sorted((directory / RUNS_DIR).glob("*/config.yaml")):
-        if run.parent.name in ids:
-            continue
-        with contextlib.suppress(CorruptRun):
-            config = _read_config(run.parent)
-            for key, value in fixed.items():
-                if key not in NOT_IDENTITY and config.get(key, value) != value:
-                    other.setdefault(key, set()).add(str(config.get(key)))
-    if other:
-        there = "; ".join(
-            f"{k}={' | '.join(sorted(v))} there, {fixed[k]} here" for k, v in other.items()
-        )
-        err_console.print(
-            f"warning: {directory} already holds runs with other settings ({there}); the "
-            "report shows each setting apart; to keep this sweep on its own, add sweep=NAME",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-
-
-def print_next(plan: list[PlannedRun]) -> None:
-    """Where to look next: the report command of each sweep directory the plan wrote into."""
-    from bnbench.store import sweep_dir
-
-    for directory in dict.fromkeys(sweep_dir(p.config) for p in plan):
-        console.print(f"next: bnbench report {directory}", markup=False, highlight=False)
 
 
 def planning_progress():
@@ -339,7 +284,7 @@ def sweep_line(cfg) -> None:
     if plan is None or len(plan.run_ids) < 2:
         return
     statuses = [run_status(run_path(sweep, r)) for r in plan.run_ids]
-    done = sum(s in ("completed", "diverged") for s in statuses)
+    done = sum(s in FINISHED for s in statuses)
     failed = statuses.count("failed")
     elapsed = time.time() - (sweep / PLAN_FILE).stat().st_mtime
     eta = f"ETA {elapsed / done * (len(statuses) - done) / 60:.1f} min" if done else "ETA ?"
@@ -361,226 +306,6 @@ def parallel_jobs() -> int:
     n_jobs = HydraConfig.get().launcher.get("n_jobs", 1) or 1
     cores = available_cores()
     return n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
-
-
-def plan_table(plan: list[PlannedRun], with_results: bool) -> Table:
-    """One row per run: the config keys that differ across the plan, then status and metrics."""
-    configs = [identity(p.config) for p in plan]
-    varying = [k for k in configs[0] if len({repr(c[k]) for c in configs}) > 1]
-    table = Table(show_lines=False)
-    for column in ["run", *varying, "status"]:
-        table.add_column(column)
-    if with_results:
-        for column in ["epochs", "train_loss", "val_acc", "test_acc", "wall_s"]:
-            table.add_column(column, justify="right")
-    for p, flat in zip(plan, configs, strict=True):
-        summary = read_summary(run_dir(p.config)) or {}
-        row = [p.run_id, *(str(flat[k]) for k in varying), summary.get("status") or status(p)]
-        if with_results:
-            final = summary.get("final") or {}
-            row += [
-                str(summary.get("epochs_completed", "")),
-                _fmt(final.get("train_loss"), "{:.4f}"),
-                _fmt(final.get("val_acc"), "{:.2%}"),
-                _fmt(final.get("test_acc"), "{:.2%}"),
-                _fmt(summary.get("wall_time_s"), "{:.1f}"),
-            ]
-        table.add_row(*row)
-    return table
-
-
-def status(p: PlannedRun) -> str:
-    """A run without a summary: new, running elsewhere (another process holds its claim),
-    or unfinished (its process was killed; the next call trains it)."""
-    directory = run_dir(p.config)
-    if claimed_elsewhere(directory):
-        return "running elsewhere"
-    return "unfinished" if directory.exists() else "new"
-
-
-def _fmt(value, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
-
-
-@app.command(
-    help=(
-        "Make sure a dataset is available and say where it was found, or exactly how to "
-        "get it. DATASET: fashion_mnist (default), mnist, cifar10, synthetic.\n\n"
-        "Example: bnbench data fashion_mnist --data-dir ~/datasets"
-    )
-)
-def data(
-    dataset: str = typer.Argument("fashion_mnist"),
-    data_dir: str = typer.Option(None, "--data-dir", help="Directory searched first."),
-) -> None:
-    from bnbench.config import DATASETS, DatasetConfig
-    from bnbench.data import DatasetNotFound, load_splits
-
-    if dataset not in DATASETS:
-        fail(f"invalid dataset={dataset!r}: allowed: {' | '.join(DATASETS)}")
-    cfg = DatasetConfig(name=dataset, data_dir=data_dir, val_size=0)
-    try:
-        splits = load_splits(cfg)
-    except DatasetNotFound as error:
-        fail(str(error), code=1)
-    shape = "x".join(str(s) for s in splits.train_x.shape[1:])
-    console.print(
-        f"{dataset}: found in {splits.source}; {len(splits.train_y)} train + "
-        f"{len(splits.test_y)} test images of {shape}, {splits.num_classes} classes"
-    )
-
-
-@app.command(
-    help=(
-        "Rebuild runs.csv, curves.csv, every figure, REPORT.md and report.html from the run "
-        "files alone (no training). RESULTS_DIR: a sweep directory (results/default), a "
-        "results root holding several sweeps, or a copy brought back from a cluster.\n\n"
-        "Example: bnbench report results/default\n\n"
-        "Example: bnbench report /read-only/results --out reports/cluster"
-    )
-)
-def report(
-    results_dir: str = typer.Argument("results/default"),
-    out: str = typer.Option(
-        None, "--out", help="Write everything here instead of into RESULTS_DIR (read-only results)."
-    ),
-) -> None:
-    import warnings
-
-    from bnbench.aggregate import SkippedRunWarning
-    from bnbench.report import NoRunsError, build_report, headline_text
-
-    check_report_target(results_dir, out)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("ignore", SkippedRunWarning)  # listed below, once each
-        try:
-            began = time.monotonic()
-
-            def told(line: str) -> None:  # a results root: one line per sweep, on stderr
-                elapsed = time.monotonic() - began
-                err_console.print(f"report {line} ({elapsed:.0f} s)", markup=False, highlight=False)
-
-            result = build_report(results_dir, out, log=told)
-        except NoRunsError as error:
-            fail(str(error), code=1)
-        except OSError as error:  # a sweep dir without write access, a full disk
-            fail(f"cannot write {error.filename}: {error.strerror or error}", code=1)
-    lines = [f"skipped {run}: {reason}" for run, reason in result.skipped] + result.warnings
-    lines += [str(w.message) for w in caught]  # e.g. an unreadable plan.json, named in it
-    for line in dict.fromkeys(lines):
-        err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
-    console.print(
-        f"read {result.n_runs} run(s), skipped {len(result.skipped)}; "
-        f"{len(result.figures) // 2} figure(s)\nreport: {result.report_md}\n"
-        f"        {result.report_html}\nopen:   {Path(result.report_html).resolve().as_uri()}",
-        markup=False,
-        highlight=False,
-    )
-    console.print(headline_text(result), markup=False, highlight=False)
-
-
-def check_report_target(results_dir: str, out: str | None) -> None:
-    """Refuse a report that could not be written, before reading any run."""
-    from bnbench.aggregate import output_dir
-    from bnbench.store import check_writable
-
-    if not Path(results_dir).is_dir():
-        return  # build_report says the directory is missing
-    target = Path(out) if out is not None else output_dir(results_dir)
-    try:
-        check_writable(target)
-    except OSError as error:
-        key, hint = ("--out", "") if out is not None else ("results_dir", "; use --out DIR")
-        fail(f"invalid {key}={str(target)!r}: not writable ({error.strerror or error}){hint}")
-
-
-@app.command(
-    help=(
-        "Training throughput of the runner's loop against a plain PyTorch loop "
-        "(torchvision Dataset + DataLoader, same model, optimizer and batch size), "
-        "alternated in one process after a warm-up. Prints images/s, GFLOP/s, the ratio "
-        "runner / reference per round and the fraction of the measured fp32 matmul rate; "
-        "writes bench.csv and bench.json.\n\n"
-        "Example: bnbench bench --norm batch --rounds 7"
-    )
-)
-def bench(
-    batch_size: int = typer.Option(128, min=1),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
-    threads: int = typer.Option(None, min=1, help="torch threads (default: every core)"),
-    norm: list[str] = typer.Option(["batch", "none"], help="repeat to bench several norms"),
-    channels_last: bool = typer.Option(True, help="runner in channels_last memory format"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the runner's model"),
-    rounds: int = typer.Option(5, min=1),
-    steps: int = typer.Option(30, min=1, help="training steps per timed measurement"),
-    out: str = typer.Option("results/bench", help="directory for bench.csv and bench.json"),
-    sweep: bool = typer.Option(
-        False, "--sweep", help="where a claim sweep's time goes, the old way and the new"
-    ),
-    seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the 12-run mini-sweep"),
-) -> None:
-    from bnbench.bench import BenchOptions, run_bench
-
-    if sweep:
-        return sweep_bench(seeds, out)
-
-    for value in norm:
-        if value not in NORMS:
-            fail(f"invalid --norm={value!r}: allowed: {' | '.join(NORMS)}")
-    if device not in DEVICES:
-        fail(f"invalid --device={device!r}: allowed: {' | '.join(DEVICES)}")
-    opts = BenchOptions(
-        batch_size, device, threads, norm, channels_last, compile, rounds, steps, out
-    )
-    summary = run_bench(opts, log=lambda line: console.print(line, markup=False))
-    table = Table(title=f"bnbench bench: {summary['device']}, {summary['threads']} threads")
-    for column in [
-        "norm",
-        "runner img/s",
-        "reference img/s",
-        "ratio (median)",
-        "GFLOP/s",
-        "% of matmul",
-        "compile s",
-    ]:
-        table.add_column(column, justify="right")
-    for value in norm:
-        s = summary[value]
-        spread = s["runner_images_per_s"]
-        table.add_row(
-            value,
-            f"{spread['median']:.0f} [{spread['min']:.0f}-{spread['max']:.0f}]",
-            f"{s['reference_images_per_s']['median']:.0f}",
-            f"{s['ratio_median']:.2f}x",
-            f"{s['runner_gflops']:.1f}",
-            f"{s['fraction_of_matmul']:.0%}",
-            f"{s['compile_s']:.1f}",
-        )
-    console.print(table)
-    console.print(
-        f"matmul (fp32 GEMM {summary['matmul_gflops']:.1f} GFLOP/s); wrote {out}/bench.json"
-    )
-
-
-def sweep_bench(seeds: int, out: str) -> None:
-    """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
-    from bnbench.bench_sweep import run_sweep_bench
-
-    result = run_sweep_bench(seeds, out, log=lambda line: console.print(line, markup=False))
-    table = Table(title="bnbench bench --sweep: share of the workers' time (wall x workers)")
-    for column in ["", "runs", "wall s", "runs/h", "train", "eval", "probes", "setup", "outside"]:
-        table.add_column(column, justify="right")
-    for way in ("old", "new"):
-        r, f = result[way], result[way]["fractions"]
-        table.add_row(
-            way,
-            str(r["runs"]),
-            f"{r['wall_s']:.0f}",
-            f"{r['runs_per_hour']:.0f}",
-            *(f"{f[k]:.0%}" for k in ("train", "eval", "probes", "setup", "outside")),
-        )
-    console.print(table)
-    console.print(f"new / old wall time: {result['new_over_old_wall']:.2f}x; wrote {out}/")
 
 
 if __name__ == "__main__":

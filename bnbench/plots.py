@@ -6,17 +6,13 @@ initialization scheme and scale, batch size, dropout (a norm x rate heatmap), pl
 generic sensitivity plot. When several factors vary, a factor's figure has one panel per
 combination of the others.
 
-Conventions: accuracy in %, means over seeds with 95% t-CI bands or error bars, a diverged
-run drawn as an x at chance accuracy (where stats counts it), the Okabe-Ito colour-blind-safe
-palette with one fixed colour per norm, legends outside the axes. Figures are built with
-matplotlib's object API on the Agg canvas (no pyplot state), saved as 200 dpi PNG and SVG.
-Each plot_* function returns the Figure, so tests can inspect its axes.
+Every figure follows the conventions of bnbench.plots_style (colours, labels, CIs, legends,
+PNG and SVG files). Each plot_* function returns the Figure, so tests can inspect its axes.
+A claim's verdict figure is drawn by bnbench.plots_claim.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,29 +24,29 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from bnbench.aggregate import factors, sorted_values
-from bnbench.config import ACTIVATIONS, INITS, PLACEMENTS
+from bnbench.plots_style import (
+    METRIC_LABELS,
+    FigureFile,
+    any_diverged,
+    cell_label,
+    chance_line,
+    fmt_value,
+    grid,
+    half_errors,
+    is_numeric,
+    norm_color,
+    norm_handles,
+    norm_label,
+    norm_marker,
+    norms_in,
+    ordered_values,
+    outside_legend,
+    panels,
+    percent,
+    save,
+)
 from bnbench.stats import best_cells, mean_ci_by, scored, summarize
-from bnbench.store import atomic_file
 
-DPI = 200
-# Okabe & Ito (2008); a norm keeps its colour and marker in every figure.
-NORM_STYLE = {
-    "batch": ("#0072B2", "o"),  # blue
-    "none": ("#D55E00", "s"),  # vermillion
-    "group": ("#009E73", "^"),  # bluish green
-    "noisy_batch": ("#CC79A7", "D"),  # reddish purple
-}
-NORM_LABELS = {
-    "batch": "BN (batch)",
-    "none": "no norm (none)",
-    "group": "GroupNorm (group)",
-    "noisy_batch": "noisy BN (noisy_batch)",
-}
-METRIC_LABELS = {
-    "train_acc": "final train accuracy",
-    "val_acc": "final validation accuracy",
-    "test_acc": "final test accuracy",
-}
 # factor -> (file name, title, x-axis label)
 FACTOR_FIGURES = {
     "optim.lr": ("lr_sensitivity", "Learning-rate sensitivity", "learning rate (log scale)"),
@@ -69,137 +65,6 @@ FACTOR_FIGURES = {
     ),
 }
 LOG_BASE = {"optim.lr": 10, "model.init_scale": 10, "train.batch_size": 2}
-# categorical factors read best in their natural order, not alphabetically
-CATEGORY_ORDER = {
-    "model.placement": PLACEMENTS,
-    "model.init": INITS,
-    "model.activation": ACTIVATIONS,
-}
-
-
-@dataclass
-class FigureFile:
-    name: str
-    title: str
-    caption: str
-    png: Path
-    svg: Path
-
-
-# --- small helpers -------------------------------------------------------------------------
-
-
-def norm_color(norm: str) -> str:
-    return NORM_STYLE.get(norm, ("#000000", "v"))[0]
-
-
-def norm_marker(norm: str) -> str:
-    return NORM_STYLE.get(norm, ("#000000", "v"))[1]
-
-
-def norm_label(norm: str) -> str:
-    return NORM_LABELS.get(norm, norm)
-
-
-def norms_in(runs: pd.DataFrame) -> list[str]:
-    """The norms present, BN first, in the fixed order of NORM_STYLE."""
-    present = set(runs["model.norm"])
-    return [n for n in NORM_STYLE if n in present] + sorted(present - set(NORM_STYLE))
-
-
-def fmt_value(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "null"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def short(column: str) -> str:
-    return column.rsplit(".", 1)[-1]
-
-
-def cell_label(columns: list[str], key) -> str:
-    key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{short(c)}={fmt_value(v)}" for c, v in zip(columns, key, strict=True))
-
-
-def is_numeric(values: list) -> bool:
-    """Numbers only (no bools, nothing missing): drawn on a continuous axis."""
-    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    return len(numbers) == len(values) and not any(math.isnan(v) for v in numbers)
-
-
-def panels(runs: pd.DataFrame, factor: str | None) -> list[tuple[str, pd.DataFrame]]:
-    """One (title, runs) per combination of the swept factors other than `factor`, leaving
-    out those that `factor` determines (an LR scaled with the batch size is not a panel)."""
-    others = [c for c in factors(runs) if c != factor and not determined(runs, c, factor)]
-    if not others:
-        return [("", runs)]
-    groups = runs.groupby(others, dropna=False, sort=True)
-    return [(cell_label(others, key), group) for key, group in groups]
-
-
-def determined(runs: pd.DataFrame, column: str, by: str | None) -> bool:
-    """Whether every value of `by` comes with a single value of `column`."""
-    if by is None:
-        return False
-    return bool(runs.groupby(by, dropna=False)[column].nunique(dropna=False).max() <= 1)
-
-
-def grid(n: int, width: float = 4.4, height: float = 3.4) -> tuple[Figure, list[Axes]]:
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    size = (max(7.0, width * ncols), height * nrows + 0.8)  # room for title and legend
-    fig = Figure(figsize=size, layout="constrained")
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def norm_handles(norms: list[str]) -> list[Line2D]:
-    return [
-        Line2D([], [], color=norm_color(n), marker=norm_marker(n), label=norm_label(n))
-        for n in norms
-    ]
-
-
-def outside_legend(fig: Figure, handles: list, diverged: bool, chance: bool = True) -> None:
-    """One legend for the figure, below the axes, so it never covers data."""
-    if diverged:
-        handles = handles + [
-            Line2D([], [], ls="none", marker="x", color="0.2", label="diverged run (at chance)")
-        ]
-    if chance:
-        handles = handles + [Line2D([], [], ls=":", color="0.5", label="chance accuracy")]
-    ncols = min(len(handles), 3)
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize=8)
-
-
-def chance_line(ax: Axes, runs: pd.DataFrame) -> None:
-    ax.axhline(100 * runs["chance_acc"].max(), ls=":", color="0.5", lw=1, zorder=0)
-
-
-def percent(fraction: pd.Series, low: float = 0.0) -> pd.Series:
-    """A fraction in %, clipped to [low, 1]: a t-interval over few seeds can overshoot the
-    possible range (accuracy in [0, 1], a gap in [-1, 1]); drawn there it would only mislead."""
-    return 100 * fraction.clip(low, 1)
-
-
-def half_errors(mean: pd.Series, lo: pd.Series, hi: pd.Series, low: float = 0.0) -> np.ndarray:
-    """Asymmetric yerr in %, for errorbar; a single seed (no CI) draws no bar."""
-    mean, lo, hi = percent(mean, low), percent(lo, low), percent(hi, low)
-    return np.nan_to_num(np.vstack([mean - lo, hi - mean]), nan=0.0)
-
-
-def any_diverged(runs: pd.DataFrame) -> bool:
-    return bool(runs["status"].eq("diverged").any())
-
-
-def ordered_values(runs: pd.DataFrame, factor: str) -> list:
-    """A factor's values: numbers ascending, known categories in their natural order."""
-    values = sorted_values(runs[factor])
-    order = CATEGORY_ORDER.get(factor, ())
-    return sorted(values, key=lambda v: order.index(v) if v in order else len(order))
 
 
 # --- convergence ---------------------------------------------------------------------------
@@ -435,14 +300,6 @@ def _cell_text(row: pd.Series, metric: str) -> str:
 # --- all figures ---------------------------------------------------------------------------
 
 
-def save(fig: Figure, path: Path) -> None:
-    """Write atomically (temp file + rename); SVG without a date so reruns are identical."""
-    kind = path.suffix[1:]
-    metadata = {"Date": None} if kind == "svg" else None
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format=kind, dpi=DPI, metadata=metadata)
-
-
 def figure_specs(runs: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[str, str, str, object]]:
     """(name, title, caption, builder) for every figure this sweep calls for."""
     diverged = " An x marks a diverged run, at chance accuracy." if any_diverged(runs) else ""
@@ -487,63 +344,3 @@ def make_figures(runs: pd.DataFrame, curves: pd.DataFrame, directory: Path) -> l
         save(fig, svg)
         files.append(FigureFile(name, title, caption, png, svg))
     return files
-
-
-# --- a claim's verdict ---------------------------------------------------------------------
-
-OUTCOME_COLORS = {
-    "supported": "#009E73",
-    "contradicted": "#D55E00",
-    "no effect": "#0072B2",
-    "inconclusive": "#999999",
-}
-
-
-def plot_claim(result, title: str) -> Figure:
-    """Forest plot of a verdict: the primary measure and each secondary cell, mean paired
-    difference with its 95% CI, coloured by outcome; one panel (and x axis) per unit, with
-    +-delta dashed and each row's claimed side of zero shaded."""
-    p = result.primary
-    rows = [{**p, "name": f"PRIMARY: {p['label']}", "shown": p["outcome"]}]
-    for row in result.secondary.to_dict("records"):
-        rows.append({**row, "shown": row["outcome_holm"]})
-    units = list(dict.fromkeys(r["unit"] for r in rows))
-    heights = [len([r for r in rows if r["unit"] == u]) + 0.8 for u in units]
-    fig = Figure(figsize=(9, 1.0 + 0.5 * sum(heights)), layout="constrained")
-    axes = fig.subplots(len(units), 1, squeeze=False, height_ratios=heights)[:, 0]
-    for ax, unit in zip(axes, units, strict=True):
-        panel = [r for r in rows if r["unit"] == unit]
-        _forest_panel(ax, panel, unit)
-    axes[0].set_title(title)
-    handles = [Line2D([], [], color=c, marker="o", label=v) for v, c in OUTCOME_COLORS.items()]
-    handles.append(Line2D([], [], color="#56B4E9", alpha=0.3, linewidth=8, label="claimed side"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
-    return fig
-
-
-def _forest_panel(ax: Axes, rows: list[dict], unit: str) -> None:
-    y = np.arange(len(rows))[::-1]
-    span = 0.0
-    for row, pos in zip(rows, y, strict=True):
-        color = OUTCOME_COLORS[row["shown"]]
-        lo, hi = (row["lo"], row["hi"]) if not math.isnan(row["lo"]) else (row["mean"],) * 2
-        ax.plot([lo, hi], [pos, pos], color=color, linewidth=2.5)
-        ax.plot(row["mean"], pos, "o", color=color, markersize=7)
-        span = max(span, *(abs(v) for v in (lo, hi, row["delta"]) if not math.isnan(v)))
-    span = 1.1 * span or 1.0
-    delta = rows[0]["delta"]
-    for edge in (-delta, delta):
-        ax.axvline(edge, color="black", linewidth=0.8, linestyle="--")
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlim(-span, span)
-    for row, pos in zip(rows, y, strict=True):  # each row's own claimed side
-        side = (0, span) if row["direction"] == "higher" else (-span, 0)
-        ax.fill_betweenx([pos - 0.45, pos + 0.45], *side, color="#56B4E9", alpha=0.12, lw=0)
-    ax.set_yticks(y, [_wrap(r["name"]) for r in rows])
-    ax.set_xlabel(f"treatment - control ({unit})")
-
-
-def _wrap(text: str, width: int = 60) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))

@@ -10,28 +10,36 @@ skipping and naming the broken ones, and writes into it:
     REPORT.md                 what was swept, n per cell, the summary and paired-effect tables
     report.html               the same, self-contained (figures embedded as base64 PNG)
 
-The report is assembled once as a list of blocks (heading, paragraph, list, table, figure)
-and rendered twice, to Markdown and to HTML. Never imports torch.
+The report is assembled here once as a list of blocks (heading, paragraph, list, table,
+figure) and rendered twice, to Markdown and to HTML (bnbench.report_render); its tables are
+built by bnbench.report_tables. Never imports torch.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bnbench.aggregate import aggregate, factors, output_dir
-from bnbench.plots import FigureFile, fmt_value, make_figures, norm_label, norms_in
-from bnbench.stats import BOOTSTRAP_MIN_N, effects, holm, summarize
-from bnbench.store import RUNS_DIR, write_atomic
+from bnbench.plots import make_figures
+from bnbench.plots_style import FigureFile, fmt_value, norms_in
+from bnbench.report_render import Link, write_reports
+from bnbench.report_tables import (
+    CONTROL,
+    Table,
+    effect_frame,
+    effect_table,
+    headline_table,
+    text_table,
+)
+from bnbench.stats import BOOTSTRAP_MIN_N
+from bnbench.store import RUNS_DIR
 from bnbench.verdicts import INDEX_HEADER, index_row
 
-CONTROL = "none"  # the no-normalization arm every other norm is paired against
 # Settings worth stating when they are the same for every run.
 KEY_SETTINGS = [
     "dataset.name",
@@ -72,124 +80,6 @@ class ReportResult:
     def written(self) -> list[Path]:
         tables = [p for p in (self.runs_csv, self.curves_csv) if p is not None]
         return [*tables, *self.figures, self.report_md, self.report_html]
-
-
-@dataclass(frozen=True)
-class Link:
-    """A table cell or nav entry that links: to `html` in report.html, to `md` in REPORT.md."""
-
-    text: str
-    html: str
-    md: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-
-
-# --- numbers as text -----------------------------------------------------------------------
-
-
-def fmt_acc(mean: float, lo: float, hi: float) -> str:
-    """A mean accuracy and its symmetric t-CI in %: '87.3 ± 1.2' (just '87.3' for one seed)."""
-    if np.isnan(mean):
-        return "-"
-    return f"{100 * mean:.1f}" + (f" ± {100 * (hi - mean):.1f}" if not np.isnan(hi) else "")
-
-
-def fmt_diff(mean: float, lo: float, hi: float) -> str:
-    """A mean difference in percentage points with its CI: '+2.1 [+0.5, +3.7]'."""
-    if np.isnan(mean):
-        return "-"
-    text = f"{100 * mean:+.1f}"
-    return text + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if not np.isnan(lo) else "")
-
-
-def fmt_effect(mean: float, lo: float, hi: float) -> str:
-    """A claim's effect in its own units (points, decades, ...): '+2.49 [-2.94, +7.92]'."""
-    if np.isnan(mean):
-        return "-"
-    return f"{mean:+.3g}" + (f" [{lo:+.3g}, {hi:+.3g}]" if not np.isnan(lo) else "")
-
-
-def fmt_p(p: float) -> str:
-    if np.isnan(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-# --- tables --------------------------------------------------------------------------------
-
-
-def headline_table(runs: pd.DataFrame) -> Table:
-    """One row per configuration: norm x every other key that varies (runs with different
-    settings are never pooled), mean ± 95% CI over seeds, n, diverged."""
-    facs = list(factors(runs))
-    metrics = ["val_acc", "test_acc", "gap"]
-    gap = runs["train_acc"] - runs["test_acc"]
-    table = summarize(runs.assign(gap=gap), metrics, by=["model.norm", *facs])
-    columns = ["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)", "train - test (pts)"]
-    out = Table(columns)
-    for norm in norms_in(runs):
-        for _, r in table[table["model.norm"].eq(norm)].iterrows():
-            cells = [fmt_acc(r[f"{m}_mean"], r[f"{m}_lo"], r[f"{m}_hi"]) for m in metrics]
-            config = [fmt_value(r[f]) for f in facs]
-            out.rows.append([norm_label(norm), *config, str(r["n"]), str(r["n_diverged"]), *cells])
-    return out
-
-
-def effect_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every other norm paired against no-norm by seed, Holm-adjusted across the whole table."""
-    arms = [n for n in norms_in(runs) if n != CONTROL]
-    if CONTROL not in set(runs["model.norm"]) or not arms:
-        return pd.DataFrame()
-    frames = [effects(runs, ("val_acc", "test_acc"), "model.norm", arm, CONTROL) for arm in arms]
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame()
-    table = pd.concat(frames, ignore_index=True)
-    table["p_holm"] = holm(table["p"])
-    return table
-
-
-def effect_table(runs: pd.DataFrame, frame: pd.DataFrame) -> Table:
-    facs = list(factors(runs))
-    columns = ["comparison", *facs, "metric", "n pairs", "difference (pts) [95% CI]"]
-    out = Table([*columns, "CI method", "p", "p (Holm)", "diverged (arm / none)"])
-    for _, r in frame.iterrows():
-        out.rows.append(
-            [
-                r["comparison"],
-                *(fmt_value(r[f]) for f in facs),
-                r["metric"],
-                str(r["n"]),
-                fmt_diff(r["mean"], r["lo"], r["hi"]),
-                r["method"],
-                fmt_p(r["p"]),
-                fmt_p(r["p_holm"]),
-                f"{r['n_diverged_treatment']} / {r['n_diverged_control']}",
-            ]
-        )
-    return out
-
-
-def text_table(table: Table) -> str:
-    """A plain-text table with aligned columns, for the terminal."""
-    widths = [
-        max(len(str(row[i])) for row in [table.columns, *table.rows])
-        for i in range(len(table.columns))
-    ]
-    lines = [
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [table.columns, *table.rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # --- the report as blocks ------------------------------------------------------------------
@@ -289,7 +179,8 @@ def claim_verdicts(sweep: Path) -> list:
 
 def claim_blocks(sweep: Path, result) -> list:
     """For a claim's sweep: the outcome, the primary effect, the secondary cells, the figure."""
-    from bnbench.plots import plot_claim, save
+    from bnbench.plots_claim import plot_claim
+    from bnbench.plots_style import save
     from bnbench.verdicts import HEADER, primary_row, secondary_rows
 
     claim = result.claim
@@ -312,71 +203,6 @@ def claim_blocks(sweep: Path, result) -> list:
     figure = FigureFile(stem, f"Claim {claim.number}: {claim.name}", caption, png, svg)
     outcome = ("p", result.sentence)
     return [heading, quote, outcome, why, ("table", table), ("figure", figure)]
-
-
-def to_markdown(blocks: list, root: Path) -> str:
-    parts = []
-    for kind, content in blocks:
-        if kind == "h1":
-            parts.append(f"# {content}")
-        elif kind == "h2":
-            parts.append(f"## {content}")
-        elif kind == "p":
-            parts.append(content)
-        elif kind == "ul":
-            parts.append("\n".join(f"- {item}" for item in content))
-        elif kind == "nav":
-            parts.append(" · ".join(_md_cell(link) for link in content))
-        elif kind == "table":
-            rows = [content.columns, ["---"] * len(content.columns), *content.rows]
-            parts.append("\n".join("| " + " | ".join(map(_md_cell, r)) + " |" for r in rows))
-        elif kind == "figure":
-            png, svg = content.png.relative_to(root), content.svg.relative_to(root)
-            parts.append(
-                f"### {content.title}\n\n![{content.title}]({png.as_posix()})\n\n"
-                f"{content.caption} ([SVG]({svg.as_posix()}))"
-            )
-    return "\n\n".join(parts) + "\n"
-
-
-def _md_cell(value) -> str:
-    return f"[{value.text}]({value.md})" if isinstance(value, Link) else value
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
-th { background: #f2f2f2; }
-figure { margin: 2em 0; } figure img { max-width: 100%; }
-figcaption { font-size: 0.9em; color: #444; }
-nav { margin: 0.5em 0 1.5em; } a { color: #0b5394; }
-"""
-
-
-def to_html(blocks: list, root: Path) -> str:
-    """The blocks as one HTML page from bnbench/templates (figures embedded, and linked with
-    their PNG and SVG files relative to root, where the page is written)."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
-    )
-    shown = [(kind, _figure_view(c, root) if kind == "figure" else c) for kind, c in blocks]
-    page = env.get_template("report.html.j2")
-    return page.render(title=blocks[0][1], style=STYLE, blocks=shown)
-
-
-def _figure_view(figure: FigureFile, root: Path) -> dict:
-    return {
-        "name": figure.name,
-        "title": figure.title,
-        "caption": figure.caption,
-        "png": figure.png.relative_to(root).as_posix(),
-        "svg": figure.svg.relative_to(root).as_posix(),
-        "data": base64.b64encode(figure.png.read_bytes()).decode("ascii"),
-    }
 
 
 # --- entry points --------------------------------------------------------------------------
@@ -468,14 +294,6 @@ def other_settings(runs: pd.DataFrame, sweep: Path) -> list[str]:
         f"{(~planned).sum()} run(s) in {sweep} have other settings than this sweep's plan "
         f"({', '.join(fixed)}); every table reports each setting on its own rows"
     ]
-
-
-def write_reports(blocks: list, directory: Path) -> tuple[Path, Path]:
-    """The blocks as REPORT.md and report.html in directory."""
-    report_md, report_html = directory / "REPORT.md", directory / "report.html"
-    write_atomic(report_md, to_markdown(blocks, directory))
-    write_atomic(report_html, to_html(blocks, directory))
-    return report_md, report_html
 
 
 def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:

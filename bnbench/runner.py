@@ -1,42 +1,44 @@
 """One run's lifecycle: claim it, train it (resuming from a checkpoint), record its summary.
 
-A run is claimed before it trains (store.claim_run), so concurrent sweeps share the work;
+A run is claimed before it trains (run_claim.claim_run), so concurrent sweeps share the work;
 Ctrl-C and SIGTERM leave it `interrupted` with its partial CSVs; with
 train.checkpoint=true it resumes from its last finished epoch after a kill. The loop's
-pieces are in bnbench.loop, the process set-up in bnbench.runtime.
+pieces are in bnbench.loop, the process set-up in bnbench.runtime, what summary.json says in
+bnbench.run_summary.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-import socket
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
-from bnbench import __version__
 from bnbench.checkpoint import RunRecord, load_checkpoint, save_checkpoint
 from bnbench.config import Config, TrainConfig, run_id
 from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
-from bnbench.paths import PACKAGE
 from bnbench.progress import Progress
+from bnbench.run_claim import Claim, ClaimLost, claim_run, describe_claim
+from bnbench.run_summary import (
+    base_summary,
+    finish_summary,
+    process_facts,
+    record_unfinished,
+    resume_facts,
+)
 from bnbench.runtime import keep_norms_fp32, runtime_facts, setup_runtime, sigterm_raises
 from bnbench.store import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     EVALS_COLUMNS,
     EVALS_FILE,
-    FINAL_KEYS,
     METRIC_COLUMNS,
     METRICS_FILE,
     PROBE_COLUMNS,
@@ -44,11 +46,7 @@ from bnbench.store import (
     STEP_COLUMNS,
     STEPS_FILE,
     SUMMARY_FILE,
-    Claim,
-    ClaimLost,
     DiskFull,
-    claim_run,
-    describe_claim,
     is_finished,
     run_dir,
     write_config,
@@ -114,69 +112,98 @@ def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
     run = setup_training(cfg, splits, device)
     order = torch.Generator().manual_seed(cfg.seed)  # same data order for BN and no-BN
     progress = Progress(cfg, run.steps_per_epoch)
-    record, discarded = RunRecord(), False
     checkpoint = directory / CHECKPOINT_FILE
-    if cfg.train.checkpoint and checkpoint.exists():
-        loaded = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
-        discarded = loaded is None  # set aside, with a warning: the run starts from epoch 1
-        if loaded is not None:
-            record = loaded
-            _log(cfg, f"resuming after epoch {record.epoch} from {checkpoint.name}")
+    record, discarded = resume(cfg, run, order, device, checkpoint)
     run.on_step = step_hook(cfg, run, record, progress, claim, timing)
     timing["setup_s"] = time.perf_counter() - setup_clock
 
     status, resumed_after, wall_before = "completed", record.epoch, record.wall_time_s
     for epoch in range(record.epoch + 1, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(splits.train_y), generator=order).to(device)
-        with timed(timing, "train_s"):  # the hook moves its probes and evals out of it
-            result = train_epoch(run, epoch, perm, record.first_loss)
-        record.steps += result.step_rows
-        record.first_loss, record.epoch = result.first_loss, epoch
-        row = {"epoch": epoch, **result.stats}
-        if result.diverged:
-            status = "diverged"
-        else:
-            progress.evaluating()
-            with timed(timing, "eval_s"):
-                row |= evaluation(run, last=epoch == cfg.train.epochs)
-            record.evals.append(eval_row(epoch * run.steps_per_epoch, epoch, row))
-        row["epoch_time_s"] = time.perf_counter() - t0
-        record.metrics.append(row)
-        write_record(cfg, record)
-        progress.epoch_done(row, status)
-        if result.diverged:
+        status = run_epoch(cfg, run, record, epoch, order, device, progress, timing)
+        if status == "diverged":
             break
         if cfg.train.checkpoint and epoch < cfg.train.epochs:
             record.wall_time_s = wall_before + time.time() - started
             save_checkpoint(checkpoint, record, run.model, run.optimizer, order)
     progress.close()
-    if cfg.probes.names and status == "completed":
-        from bnbench.probes import final_probes
+    final = after_training(cfg, run, record, timing) if status == "completed" else {}
 
-        step = cfg.train.epochs * run.steps_per_epoch
-        with timed(timing, "probes_s"):
-            record.probes += final_probes(cfg.probes, run.model, splits, step)
-        write_record(cfg, record)
-
-    final = {}
-    if cfg.train.eval_train and status == "completed":
-        with timed(timing, "eval_s"):
-            train_eval = evaluate(
-                run.model, splits.train_x, splits.train_y, memory_format(cfg.train)
-            )
-        final = {f"train_eval_{k}": v for k, v in train_eval.items()}
     summary = base_summary(cfg) | finish_summary(record, status, splits, final)
-    summary |= runtime_facts(device, cfg.train.amp)
-    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
-    summary |= {"resumed_after_epoch": resumed_after} if resumed_after else {}
-    summary |= {"checkpoint_discarded": True} if discarded else {}
+    summary |= runtime_facts(device, cfg.train.amp) | process_facts(claim)
+    summary |= resume_facts(resumed_after, discarded)
     summary["wall_time_s"] = wall_before + time.time() - started
     summary["timing"] = timing  # this process's share; bnbench bench --sweep reads it
     claim.beat(force=True)  # still ours? (raises ClaimLost otherwise)
     write_json(directory / SUMMARY_FILE, summary)
     checkpoint.unlink(missing_ok=True)  # finished: a rerun skips the run, the state is no use
     return summary
+
+
+def resume(
+    cfg: Config, run: Training, order: torch.Generator, device: torch.device, checkpoint: Path
+) -> tuple[RunRecord, bool]:
+    """The record to go on from: the checkpoint's, with the model, optimizer and data order
+    restored from it, or a new one. Also whether a checkpoint that did not load was set aside."""
+    if not (cfg.train.checkpoint and checkpoint.exists()):
+        return RunRecord(), False
+    loaded = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
+    if loaded is None:  # set aside, with a warning: the run starts from epoch 1
+        return RunRecord(), True
+    _log(cfg, f"resuming after epoch {loaded.epoch} from {checkpoint.name}")
+    return loaded, False
+
+
+def run_epoch(
+    cfg: Config,
+    run: Training,
+    record: RunRecord,
+    epoch: int,
+    order: torch.Generator,
+    device: torch.device,
+    progress: Progress,
+    timing: dict,
+) -> str:
+    """One epoch in the next order of the data: train, then validate (and test at the last
+    epoch) unless it diverged; its rows go into record, which is written out. Returns the
+    run's status after it: completed or diverged."""
+    t0 = time.perf_counter()
+    perm = torch.randperm(len(run.splits.train_y), generator=order).to(device)
+    with timed(timing, "train_s"):  # the hook moves its probes and evals out of it
+        result = train_epoch(run, epoch, perm, record.first_loss)
+    record.steps += result.step_rows
+    record.first_loss, record.epoch = result.first_loss, epoch
+    row = {"epoch": epoch, **result.stats}
+    status = "diverged" if result.diverged else "completed"
+    if not result.diverged:
+        progress.evaluating()
+        with timed(timing, "eval_s"):
+            row |= evaluation(run, last=epoch == cfg.train.epochs)
+        record.evals.append(eval_row(epoch * run.steps_per_epoch, epoch, row))
+    row["epoch_time_s"] = time.perf_counter() - t0
+    record.metrics.append(row)
+    write_record(cfg, record)
+    progress.epoch_done(row, status)
+    return status
+
+
+def after_training(cfg: Config, run: Training, record: RunRecord, timing: dict) -> dict:
+    """A completed run's last measurements: the after-training probes (added to record and
+    written at once) and, with train.eval_train, the train split in eval mode, returned as
+    the train_eval_* keys of summary.json's final."""
+    if cfg.probes.names:
+        from bnbench.probes import final_probes
+
+        step = cfg.train.epochs * run.steps_per_epoch
+        with timed(timing, "probes_s"):
+            record.probes += final_probes(cfg.probes, run.model, run.splits, step)
+        write_record(cfg, record)
+    if not cfg.train.eval_train:
+        return {}
+    with timed(timing, "eval_s"):
+        train_eval = evaluate(
+            run.model, run.splits.train_x, run.splits.train_y, memory_format(cfg.train)
+        )
+    return {f"train_eval_{k}": v for k, v in train_eval.items()}
 
 
 TIMED = ("setup_s", "train_s", "eval_s", "probes_s")  # where a run's time goes
@@ -283,79 +310,6 @@ def write_record(cfg: Config, record: RunRecord) -> None:
     write_csv(directory / EVALS_FILE, EVALS_COLUMNS, record.evals)
     if cfg.probes.names:
         write_csv(directory / PROBES_FILE, PROBE_COLUMNS, record.probes)
-
-
-# --- summary.json --------------------------------------------------------------------------
-
-
-def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:
-    """summary.json for a run that stopped early; the next call trains it again."""
-    if not claim.held():
-        return  # the run belongs to another process now; its files are not ours to write
-    summary = base_summary(cfg) | {"status": status, **extra}
-    summary |= {"started_at": claim.started_at, "pid": os.getpid()}
-    write_json(run_dir(cfg) / SUMMARY_FILE, summary)
-
-
-def base_summary(cfg: Config) -> dict:
-    """Who ran it, where, with what: the provenance every summary.json carries."""
-    return {
-        "run_id": run_id(cfg),
-        "sweep": cfg.sweep,
-        "seed": cfg.seed,
-        "host": socket.gethostname(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "bnbench": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
-        "git_commit": git_commit(),
-    } | slurm_ids()
-
-
-def slurm_ids() -> dict:
-    """The SLURM job and array task that trained the run, when it ran under SLURM."""
-    env = os.environ
-    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
-    if job is None:
-        return {}
-    return {"slurm_job_id": job, "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
-
-
-def finish_summary(record: RunRecord, status: str, splits: Splits, final: dict) -> dict:
-    """The finished run's outcome; `final` adds to the last epoch's metrics (eval_train)."""
-    rows = record.metrics
-    evaluated = [r for r in rows if "val_acc" in r]
-    best = max(evaluated, key=lambda r: r["val_acc"], default=None)
-    return {
-        "status": status,
-        "epochs_completed": len(evaluated),
-        "final": {k: rows[-1].get(k) for k in FINAL_KEYS} | final,
-        "best_val_acc": best["val_acc"] if best else None,
-        "best_epoch": best["epoch"] if best else None,
-        "first_loss": record.first_loss,
-        "data_source": splits.source,
-        "num_classes": splits.num_classes,
-        "n_train": len(splits.train_y),
-        "n_val": len(splits.val_y),
-        "n_test": len(splits.test_y),
-    }
-
-
-def git_commit() -> str | None:
-    """bnbench's own commit when it runs from its git checkout; None when installed from a
-    wheel (a virtual environment inside the user's repository must not report theirs)."""
-    checkout = PACKAGE.parent
-    if not ((checkout / ".git").exists() and (checkout / "conf" / "claims.yaml").exists()):
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _log(cfg: Config, message: str) -> None:

@@ -13,14 +13,12 @@ from torch import nn
 from bnbench.config import PROBES, DatasetConfig, ModelConfig, ProbeConfig
 from bnbench.data import load_splits
 from bnbench.model import build_model
-from bnbench.probes import (
-    PROBE_COLUMNS,
+from bnbench.probes import PROBE_COLUMNS, final_probes, step_probes
+from bnbench.probes_models import (
     batch_stat_model,
     eval_copy,
-    final_probes,
     precise_bn_model,
     predict,
-    step_probes,
     training_copy,
 )
 

@@ -24,19 +24,13 @@ import pandas as pd
 import pytest
 from conftest import TINY, bnbench, tiny_config
 
-from bnbench import store
-from bnbench.aggregate import scan
+from bnbench import run_claim
 from bnbench.plan import expand
+from bnbench.run_claim import STALE_AFTER_S, ClaimLost, claim_run
+from bnbench.run_reader import scan
 from bnbench.runner import execute
 from bnbench.runtime import Terminated
-from bnbench.store import (
-    CLAIM_FILE,
-    METRIC_COLUMNS,
-    STALE_AFTER_S,
-    ClaimLost,
-    claim_run,
-    run_dir,
-)
+from bnbench.store import CLAIM_FILE, METRIC_COLUMNS, run_dir
 
 REFUSED_INPUT_DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 # One thread per run: on a busy 2-core machine, two threads per run crawl (OpenMP spinning).
@@ -274,7 +268,7 @@ def test_the_heartbeat_touches_the_claim_and_notices_a_takeover(tmp_path):
 
 
 def test_a_run_whose_claim_is_taken_over_stops_without_writing_results(results, monkeypatch):
-    monkeypatch.setattr(store, "HEARTBEAT_S", 0.0)  # beat at every step
+    monkeypatch.setattr(run_claim, "HEARTBEAT_S", 0.0)  # beat at every step
     cfg = tiny_config(results, train__epochs=40)
     directory = run_dir(cfg)
 

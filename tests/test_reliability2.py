@@ -25,12 +25,8 @@ from conftest import TINY, bnbench
 
 from bnbench.config import run_id
 from bnbench.plan import expand
-from bnbench.store import (
-    CLAIM_FILE,
-    METRIC_COLUMNS,
-    describe_claim,
-    write_json,
-)
+from bnbench.run_claim import describe_claim
+from bnbench.store import CLAIM_FILE, METRIC_COLUMNS, write_json
 
 FAST = [*TINY, "threads=1"]
 

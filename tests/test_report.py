@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from bnbench.aggregate import SkippedRunWarning, find_run_dirs, load_curves, load_runs
+from bnbench.aggregate import load_curves, load_runs
 from bnbench.config import Config
-from bnbench.plots import figure_specs, norm_label, plot_dropout, plot_factor
+from bnbench.plots import figure_specs, plot_dropout, plot_factor
+from bnbench.plots_style import norm_label
 from bnbench.report import NoRunsError, build_report, headline_text
+from bnbench.run_reader import SkippedRunWarning, find_run_dirs
 from bnbench.stats import summarize
 
 EPOCHS = 2

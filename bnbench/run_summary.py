@@ -1,0 +1,100 @@
+"""What a run's summary.json says: its provenance (who ran it, where, with which code) and
+its outcome; for a run that stopped early, its status (failed, interrupted) and why."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+
+import torch
+
+from bnbench import __version__
+from bnbench.checkpoint import RunRecord
+from bnbench.config import Config, run_id
+from bnbench.data import Splits
+from bnbench.paths import PACKAGE
+from bnbench.run_claim import Claim
+from bnbench.store import FINAL_KEYS, SUMMARY_FILE, run_dir, write_json
+
+
+def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:
+    """summary.json for a run that stopped early; the next call trains it again."""
+    if not claim.held():
+        return  # the run belongs to another process now; its files are not ours to write
+    summary = base_summary(cfg) | {"status": status, **extra} | process_facts(claim)
+    write_json(run_dir(cfg) / SUMMARY_FILE, summary)
+
+
+def base_summary(cfg: Config) -> dict:
+    """Who ran it, where, with what: the provenance every summary.json carries."""
+    return {
+        "run_id": run_id(cfg),
+        "sweep": cfg.sweep,
+        "seed": cfg.seed,
+        "host": socket.gethostname(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "bnbench": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "git_commit": git_commit(),
+    } | slurm_ids()
+
+
+def process_facts(claim: Claim) -> dict:
+    """When the process that wrote the summary took the run up, and its pid."""
+    return {"started_at": claim.started_at, "pid": os.getpid()}
+
+
+def resume_facts(resumed_after: int, discarded: bool) -> dict:
+    """Whether the run went on from a checkpoint, and after which epoch, or set one aside."""
+    resumed = {"resumed_after_epoch": resumed_after} if resumed_after else {}
+    return resumed | ({"checkpoint_discarded": True} if discarded else {})
+
+
+def slurm_ids() -> dict:
+    """The SLURM job and array task that trained the run, when it ran under SLURM."""
+    env = os.environ
+    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
+    if job is None:
+        return {}
+    return {"slurm_job_id": job, "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
+
+
+def finish_summary(record: RunRecord, status: str, splits: Splits, final: dict) -> dict:
+    """The finished run's outcome; `final` adds to the last epoch's metrics (eval_train)."""
+    rows = record.metrics
+    evaluated = [r for r in rows if "val_acc" in r]
+    best = max(evaluated, key=lambda r: r["val_acc"], default=None)
+    return {
+        "status": status,
+        "epochs_completed": len(evaluated),
+        "final": {k: rows[-1].get(k) for k in FINAL_KEYS} | final,
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "first_loss": record.first_loss,
+        "data_source": splits.source,
+        "num_classes": splits.num_classes,
+        "n_train": len(splits.train_y),
+        "n_val": len(splits.val_y),
+        "n_test": len(splits.test_y),
+    }
+
+
+def git_commit() -> str | None:
+    """bnbench's own commit when it runs from its git checkout; None when installed from a
+    wheel (a virtual environment inside the user's repository must not report theirs)."""
+    checkout = PACKAGE.parent
+    if not ((checkout / ".git").exists() and (checkout / "conf" / "claims.yaml").exists()):
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
