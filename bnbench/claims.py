@@ -297,8 +297,16 @@ def describe(claim: Claim, primary: dict) -> str:
                 f"{primary['mde']:.3g} {unit}; {needed} seeds."
             )
         return f"INCONCLUSIVE: {effect}. {power}"
-    small = abs(primary["mean"]) < delta
-    size = f" The effect is smaller than delta ({delta:g} {unit})." if small else ""
+    inside = primary["n"] >= MIN_DECISIVE_N and -delta < primary["lo90"] < primary["hi90"] < delta
+    if inside:  # significant, and also equivalent: smaller than any effect of interest
+        size = (
+            f" Its 90% CI [{_signed(primary['lo90'])}, {_signed(primary['hi90'])}] lies inside "
+            f"+-{delta:g} {unit}: no effect larger than delta either."
+        )
+    elif abs(primary["mean"]) < delta:
+        size = f" The effect is smaller than delta ({delta:g} {unit})."
+    else:
+        size = ""
     return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}.{size}"
 
 

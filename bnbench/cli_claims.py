@@ -169,7 +169,7 @@ def claims_run(
     config_dir: str = CONFIG_DIR,
 ) -> None:
     from bnbench.config import ConfigError
-    from bnbench.sweeps import plan_claims, report_and_judge, train_claims
+    from bnbench.sweeps import plan_claims, record_claim_plans, report_and_judge, train_claims
 
     _use_config_dir(config_dir)
     claims = _claims()
@@ -194,6 +194,7 @@ def claims_run(
         )
     if dry_run:
         return
+    record_claim_plans(sweeps, overrides)
     from bnbench.runtime import sigterm_raises
 
     try:

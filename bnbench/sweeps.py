@@ -30,16 +30,21 @@ class ClaimSweep:
 
 
 def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
-    """Each distinct experiment of the claims, planned once (claims 4 and 10 share one), with
-    its plan file written; raises ConfigError on a bad override."""
+    """Each distinct experiment of the claims, planned once (claims 4 and 10 share one);
+    raises ConfigError on a bad override. Nothing is written (see record_claim_plans)."""
     sweeps = []
     for experiment in dict.fromkeys(c.experiment for c in claims):
         args = [f"experiment={experiment}", f"profile={profile}", *overrides]
         plan = expand(args, multirun=True)
-        directory = sweep_dir(plan[0].config)
-        record_plans(((directory, p.run_id) for p in plan), profile, overrides)
-        sweeps.append(ClaimSweep(experiment, profile, directory, plan))
+        sweeps.append(ClaimSweep(experiment, profile, sweep_dir(plan[0].config), plan))
     return sweeps
+
+
+def record_claim_plans(sweeps: list[ClaimSweep], overrides: list[str]) -> None:
+    """Each sweep's plan file, which the verdict reads to know the sweep is complete."""
+    for sweep in sweeps:
+        runs = ((sweep.directory, p.run_id) for p in sweep.plan)
+        record_plans(runs, sweep.profile, overrides)
 
 
 def train_claims(sweeps: list[ClaimSweep], jobs: int | None, log: Callable[[str], None]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from bnbench.stats import MIN_DECISIVE_N
+
 HEADER = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
 
 
@@ -16,6 +18,17 @@ def fmt_p(p: float) -> str:
     if p is None or math.isnan(p):
         return "-"
     return f"{p:.2g}" if p >= 0.001 else f"{p:.0e}"
+
+
+def outcome_text(outcome: str, n: int, lo90: float, hi90: float, delta: float) -> str:
+    """The outcome as shown: a significant effect whose 90% CI lies inside +-delta is also
+    smaller than any effect of interest (both tests pass), and the word says so."""
+    inside = n >= MIN_DECISIVE_N and -delta < lo90 and hi90 < delta
+    return (
+        f"{outcome}, within ±delta"
+        if outcome in ("supported", "contradicted") and inside
+        else outcome
+    )
 
 
 def effect_text(mean: float, lo: float, hi: float, unit: str) -> str:
@@ -32,7 +45,7 @@ def primary_row(result) -> list[str]:
         fmt_p(p["p"]),
         "-",
         f"{p['delta']:g}",
-        p["outcome"],
+        outcome_text(p["outcome"], p["n"], p["lo90"], p["hi90"], p["delta"]),
     ]
 
 
@@ -47,7 +60,7 @@ def secondary_rows(result) -> list[list[str]]:
                 fmt_p(row.p),
                 fmt_p(row.p_holm),
                 f"{row.delta:g}",
-                row.outcome_holm,
+                outcome_text(row.outcome_holm, row.n, row.lo90, row.hi90, row.delta),
             ]
         )
     return rows
@@ -61,7 +74,7 @@ def index_row(result) -> list[str]:
     p = result.primary
     return [
         name,
-        result.status,
+        outcome_text(result.status, p["n"], p["lo90"], p["hi90"], p["delta"]),
         p["label"],
         effect_text(p["mean"], p["lo"], p["hi"], p["unit"]),
         str(p["n"]),

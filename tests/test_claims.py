@@ -98,6 +98,24 @@ def test_unknown_claim_names_the_known_ones():
         get_claim("nope")
 
 
+def test_claims_run_dry_run_counts_the_runs_and_writes_nothing(tmp_path):
+    result = bnbench(
+        "claims",
+        "run",
+        "regularization",
+        "placement",
+        "--profile",
+        "quick",
+        "--dry-run",
+        *TINY,
+        f"results_dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert f"{tmp_path / 'claim_regularization'}: 15 runs, 15 to train" in result.stdout
+    assert f"{tmp_path / 'claim_placement'}: " in result.stdout
+    assert not list(tmp_path.rglob("*"))  # no plan file, no directory
+
+
 # --- every measure of every claim on a synthetic table of its planned sweep -----------------
 
 
