@@ -183,6 +183,17 @@ def claims_run(
         fail("name one or more claims, or --all (see `bnbench claims list`)")
     for name in chosen:
         _claim(name)
+    launcher = next(
+        (w for w in overrides if w.startswith(("hydra/launcher=", "hydra.launcher."))), None
+    )
+    if launcher is not None:  # the pool below would train here, silently, whatever it says
+        experiment = claims[chosen[0]].experiment
+        fail(
+            f"invalid override {launcher!r}: claims run trains through its own pool of "
+            "workers on this machine; on a cluster, submit each claim's sweep with "
+            f"'bnbench run -m experiment={experiment} profile={profile} {launcher}' "
+            "(the same runs and plan file), then 'bnbench claims verdict NAME RESULTS_DIR'"
+        )
     try:
         sweeps = plan_claims([claims[n] for n in chosen], profile, overrides)
     except ConfigError as error:
