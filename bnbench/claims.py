@@ -28,7 +28,7 @@ from bnbench.measures import MEASURES
 from bnbench.paths import CLAIMS_FILE, claims_files  # noqa: F401 (CLAIMS_FILE re-exported)
 from bnbench.planfile import read_plan
 from bnbench.run_reader import SkippedRunWarning
-from bnbench.stats import ALPHA, MIN_DECISIVE_N, judge_paired
+from bnbench.stats import ALPHA, judge_paired, within_delta
 from bnbench.stats import holm as holm_adjust
 
 DIRECTIONS = ("higher", "lower")
@@ -266,7 +266,7 @@ def holm_outcome(row) -> str:
     sign = 1 if row.direction == "higher" else -1
     if row.p_holm < ALPHA:
         return "supported" if sign * row.mean > 0 else "contradicted"
-    equivalent = row.n >= MIN_DECISIVE_N and -row.delta < row.lo90 and row.hi90 < row.delta
+    equivalent = within_delta(row.n, row.lo90, row.hi90, row.delta)
     return "no effect" if equivalent else "inconclusive"
 
 
@@ -297,8 +297,8 @@ def describe(claim: Claim, primary: dict) -> str:
                 f"{primary['mde']:.3g} {unit}; {needed} seeds."
             )
         return f"INCONCLUSIVE: {effect}. {power}"
-    inside = primary["n"] >= MIN_DECISIVE_N and -delta < primary["lo90"] < primary["hi90"] < delta
-    if inside:  # significant, and also equivalent: smaller than any effect of interest
+    # Significant, and also equivalent: smaller than any effect of interest.
+    if within_delta(primary["n"], primary["lo90"], primary["hi90"], delta):
         size = (
             f" Its 90% CI [{_signed(primary['lo90'])}, {_signed(primary['hi90'])}] lies inside "
             f"+-{delta:g} {unit}: no effect larger than delta either."

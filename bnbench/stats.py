@@ -204,6 +204,12 @@ def seeds_needed(sd: float, delta: float, cap: int = 10_000) -> float:
     return float(n)
 
 
+def within_delta(n: int, lo90: float, hi90: float, delta: float) -> bool:
+    """Equivalence: the 90% CI lies inside +-delta (two one-sided tests), from enough seeds
+    that it does not come from a couple of equal values."""
+    return n >= MIN_DECISIVE_N and -delta < lo90 and hi90 < delta
+
+
 def judge_paired(diffs, direction: str, delta: float, ci: str = "t") -> dict:
     """A claim's outcome from its paired differences (see the rule above): mean, 95% CI,
     90% CI, n, exact p, outcome, and the power figures."""
@@ -219,7 +225,7 @@ def judge_paired(diffs, direction: str, delta: float, ci: str = "t") -> dict:
         outcome = "supported"
     elif n and p < ALPHA and sign * mean < 0:
         outcome = "contradicted"
-    elif n >= MIN_DECISIVE_N and -delta < lo90 and hi90 < delta:  # not from 2 equal values
+    elif within_delta(n, lo90, hi90, delta):
         outcome = "no effect"
     else:
         outcome = "inconclusive"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from bnbench.stats import MIN_DECISIVE_N
+from bnbench.stats import within_delta
 
 HEADER = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
 
@@ -23,11 +23,9 @@ def fmt_p(p: float) -> str:
 def outcome_text(outcome: str, n: int, lo90: float, hi90: float, delta: float) -> str:
     """The outcome as shown: a significant effect whose 90% CI lies inside +-delta is also
     smaller than any effect of interest (both tests pass), and the word says so."""
-    inside = n >= MIN_DECISIVE_N and -delta < lo90 and hi90 < delta
+    decided = outcome in ("supported", "contradicted")
     return (
-        f"{outcome}, within ±delta"
-        if outcome in ("supported", "contradicted") and inside
-        else outcome
+        f"{outcome}, within ±delta" if decided and within_delta(n, lo90, hi90, delta) else outcome
     )
 
 
