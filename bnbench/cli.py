@@ -152,8 +152,7 @@ def run(
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the run in flight is marked interrupted
             # A second Ctrl-C while exiting would end the process by SIGINT (exit -2).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            again = shlex.join(["bnbench", *sys.argv[1:]])
-            fail(f"interrupted; to resume, run the same command again: {again}", code=130)
+            fail(f"interrupted; to resume, run the same command again: {this_command()}", 130)
         except SweepStopped as stop:
             fail(
                 f"{stop}; the sweep stopped: finished runs are kept, the run in flight is "
@@ -168,12 +167,16 @@ def run(
     if failed:
         fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", code=1)
     if interrupted:  # e.g. out of SLURM requeues at the time limit: resumable, but not done
-        again = shlex.join(["bnbench", *sys.argv[1:]])
         fail(
             f"{len(interrupted)} run(s) unfinished (interrupted): {', '.join(interrupted)}; "
-            f"to resume, run the same command again: {again}",
+            f"to resume, run the same command again: {this_command()}",
             code=1,
         )
+
+
+def this_command() -> str:
+    """The command line as the user typed it, to run again."""
+    return shlex.join(["bnbench", *sys.argv[1:]])
 
 
 def set_config_dir(directory: str | None) -> None:

@@ -205,7 +205,7 @@ def claims_run(
         )
     if dry_run:
         return
-    record_claim_plans(sweeps, overrides)
+    record_claim_plans(sweeps, profile, overrides)
     from bnbench.runtime import sigterm_raises
 
     try:

@@ -40,11 +40,9 @@ def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
     return sweeps
 
 
-def record_claim_plans(sweeps: list[ClaimSweep], overrides: list[str]) -> None:
+def record_claim_plans(sweeps: list[ClaimSweep], profile: str, overrides: list[str]) -> None:
     """Each sweep's plan file, which the verdict reads to know the sweep is complete."""
-    for sweep in sweeps:
-        runs = ((sweep.directory, p.run_id) for p in sweep.plan)
-        record_plans(runs, sweep.profile, overrides)
+    record_plans(((s.directory, p.run_id) for s in sweeps for p in s.plan), profile, overrides)
 
 
 def train_claims(sweeps: list[ClaimSweep], jobs: int | None, log: Callable[[str], None]) -> None:
