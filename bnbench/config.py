@@ -70,6 +70,7 @@ class ModelConfig:
     noise_std: float = 0.5  # noisy_batch only: spread of the per-step scale and shift noise
     dropout: float = 0.0  # in every conv block
     head_dropout: float = 0.0  # before the linear head
+    head_norm: bool = False  # BN over the pooled features before the head (claim 9's control)
     dropout_position: str = "after_norm"
     dropout_kind: str = "bernoulli"
     init: str = "kaiming_normal"
@@ -301,11 +302,19 @@ NOT_IDENTITY = (
     "train.test_every_epoch",  # the final and best-val test metrics are the same either way
 )
 
+# Keys added after runs were recorded, with the value every earlier run had: at that value a
+# key stays out of the id, so existing runs keep their ids (and a rerun skips them).
+ADDED_LATER = {"model.head_norm": False}
+
 
 def identity(cfg: Config) -> dict:
     """The resolved config without paths, launcher and device settings."""
     flat = flatten(_tree(cfg))
-    return {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in NOT_IDENTITY and not (k in ADDED_LATER and ADDED_LATER[k] == v)
+    }
 
 
 def _tree(node: Any) -> Any:

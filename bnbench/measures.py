@@ -49,7 +49,7 @@ def in_arm(runs: pd.DataFrame, arm: Arm) -> pd.Series:
 
 def best_setting(runs: pd.DataFrame, over: list[str], select: str = "val_acc") -> pd.DataFrame:
     """The runs at the setting of `over` with the highest mean `select` over seeds."""
-    if not over:
+    if not over or runs.empty:  # an arm with no finished runs yet pairs with nothing
         return runs
     score = runs.assign(_score=scored(runs, select))
     means = score.groupby(over, dropna=False)["_score"].mean()
@@ -226,10 +226,19 @@ def spread(runs, sweep, treatment, control, over=("model.init",), metric="val_ac
 
 
 def probe_mean(
-    runs, sweep, treatment, control, probe="ics_cos", transform="identity", skip_first=True
+    runs,
+    sweep,
+    treatment,
+    control,
+    probe="ics_cos",
+    transform="identity",
+    skip_first=True,
+    over=(),
+    select="val_acc",
 ) -> pd.DataFrame:
     """A probe's value averaged over its layers and probe steps, per run (`one_minus` turns a
-    cosine into a distance); the first layer is left out where it is 0 by construction."""
+    cosine into a distance), each arm at its best `over` setting; the first layer is left out
+    where it is 0 by construction."""
     probes = read_run_csvs(sweep, runs, PROBES_FILE)
     rows = probes[probes["probe"].eq(probe)]
     if skip_first and len(rows):
@@ -239,12 +248,8 @@ def probe_mean(
     values = 1 - values if transform == "one_minus" else values
     per_run = values.groupby(rows["run_id"]).mean().reindex(runs["run_id"])
     per_run.index = runs.index
-    arms = {
-        name: per_seed(runs[in_arm(runs, arm)], per_run[in_arm(runs, arm)])
-        for name, arm in (("treatment", treatment), ("control", control))
-    }
     label = f"{'1 - ' if transform == 'one_minus' else ''}{probe}, mean over layers and steps"
-    return pair(arms["treatment"], arms["control"], label)
+    return paired_at_best(runs, per_run, treatment, control, list(over), select, label)
 
 
 def gradient_ratio_growth(

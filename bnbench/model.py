@@ -116,15 +116,19 @@ def conv_block(cfg: ModelConfig, in_width: int, out_width: int) -> nn.Sequential
 
 
 def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, seed: int) -> nn.Sequential:
-    """Stages of `depth` conv blocks and a 2x2 max-pool; head: global avg pool, dropout, linear."""
+    """Stages of `depth` conv blocks and a 2x2 max-pool; head: global avg pool, (BN,) dropout,
+    linear."""
     stages, width_in = [], in_channels
     for width in cfg.widths:
         blocks = [conv_block(cfg, width_in if i == 0 else width, width) for i in range(cfg.depth)]
         stages.append(nn.Sequential(*blocks, nn.MaxPool2d(2)))
         width_in = width
+    # Only a head_norm net gets the extra module: the others keep their layer names.
+    head_norm = [nn.BatchNorm1d(width_in, momentum=cfg.bn_momentum)] if cfg.head_norm else []
     head = nn.Sequential(
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
+        *head_norm,
         make_dropout(cfg.dropout_kind, cfg.head_dropout),
         nn.Linear(width_in, num_classes),
     )

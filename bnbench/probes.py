@@ -75,6 +75,7 @@ from torch.func import functional_call
 
 from bnbench.config import ProbeConfig
 from bnbench.data import Splits
+from bnbench.model import NoisyBatchNorm2d
 from bnbench.probes_models import (
     EVAL_CHUNK,
     accuracy,
@@ -141,10 +142,14 @@ def _rows(step: int, measures: list[Measure]) -> list[dict]:
 
 def ics(model: nn.Module, x: Tensor, y: Tensor, lr: float, rewind: Callable) -> list[Measure]:
     """Santurkar et al. 2018, Def. 2.1: how far layer i's gradient moves when the layers below
-    it take their SGD step first (same batch, same dropout masks)."""
+    it take their SGD step first (same batch, same dropout masks). Noisy BN's noise is the
+    exception: G' draws it afresh, as the next step would, since that shift is what it injects
+    (with the same noise, its G' would differ from G only as plain BN's does)."""
     params = _detached_params(model)
     names = list(params)
     _, grads = _loss_and_grads(model, params, x, y, rewind)
+    noisy = any(isinstance(m, NoisyBatchNorm2d) for m in model.modules())
+    rewind_moved = (lambda: None) if noisy else rewind
     measures = []
     for layer in weight_layers(model):
         weight = f"{layer}.weight"
@@ -152,7 +157,7 @@ def ics(model: nn.Module, x: Tensor, y: Tensor, lr: float, rewind: Callable) -> 
         g = grads[weight]
         if earlier:
             moved = {n: p - lr * grads[n] if n in earlier else p for n, p in params.items()}
-            g_moved = _loss_and_grads(model, moved, x, y, rewind, wrt=[weight])[1][weight]
+            g_moved = _loss_and_grads(model, moved, x, y, rewind_moved, wrt=[weight])[1][weight]
         else:
             g_moved = g  # nothing below the first layer moves: G' is G by definition
         cos = F.cosine_similarity(g.flatten().double(), g_moved.flatten().double(), dim=0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bnbench.config import flatten
+from bnbench.config import ADDED_LATER, flatten
 from bnbench.store import (
     CONFIG_FILE,
     FINAL_KEYS,
@@ -81,8 +81,10 @@ def read_config(directory: Path) -> dict:
         raise CorruptRun(f"config.yaml unreadable ({error.__class__.__name__})") from None
     if not isinstance(tree, dict) or "model" not in tree:
         raise CorruptRun("config.yaml is not a bnbench config")
-    # Lists (model.widths) become JSON text: hashable for groupby, and unchanged by a CSV trip.
-    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(tree).items()}
+    # A key added later reads as the value every earlier run had. Lists (model.widths) become
+    # JSON text: hashable for groupby, and unchanged by a CSV trip.
+    flat = {**ADDED_LATER, **flatten(tree)}
+    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
 def _read_finished_summary(directory: Path) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from bnbench.claims import (
     secondary_table,
     verdict,
 )
-from bnbench.config import identity
+from bnbench.config import flatten
 from bnbench.measures import MEASURES
 from bnbench.planfile import PLAN_FILE, Plan, read_plan, write_plan
 from bnbench.stats import OUTCOMES, holm
@@ -111,7 +112,7 @@ def test_claims_run_dry_run_counts_the_runs_and_writes_nothing(tmp_path):
         f"results_dir={tmp_path}",
         cwd=tmp_path,
     )
-    assert f"{tmp_path / 'claim_regularization'}: 15 runs, 15 to train" in result.stdout
+    assert f"{tmp_path / 'claim_regularization'}: 18 runs, 18 to train" in result.stdout
     assert f"{tmp_path / 'claim_placement'}: " in result.stdout
     assert not list(tmp_path.rglob("*"))  # no plan file, no directory
 
@@ -133,9 +134,8 @@ def synthetic_sweep(experiment: str, directory: Path) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for p in plan:
-        flat = {
-            k: json.dumps(v) if isinstance(v, list) else v for k, v in identity(p.config).items()
-        }
+        config = flatten(asdict(p.config))  # as config.yaml holds it
+        flat = {k: json.dumps(v) if isinstance(v, list) else v for k, v in config.items()}
         val = rng.uniform(0.3, 0.9)
         rows.append(
             flat
