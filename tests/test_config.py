@@ -91,3 +91,22 @@ def test_the_default_run_id_is_pinned():
     # 53a00a3c3f33 since 2026-11-23: each seed its own data draw (dataset.split_seed null)
     # and the evaluation keys (train.val_subset, val_every, eval_train)
     assert run_id(Config()) == "53a00a3c3f33"
+
+
+def test_a_key_added_later_keeps_the_ids_of_runs_made_before_it(tmp_path):
+    """model.head_norm came after the reference runs: at its old value it leaves the id as it
+    was, set otherwise it makes a new one; a run directory without it reads as the old value."""
+    from bnbench.config import ADDED_LATER, Config, identity, run_id
+    from bnbench.run_reader import read_config
+    from bnbench.store import write_config
+
+    cfg = Config()
+    assert "model.head_norm" not in identity(cfg) and ADDED_LATER["model.head_norm"] is False
+    cfg.model.head_norm = True
+    assert identity(cfg)["model.head_norm"] is True and run_id(cfg) != run_id(Config())
+
+    write_config(tmp_path / "config.yaml", Config())
+    text = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(text.replace("  head_norm: false\n", ""))
+    assert "head_norm" not in (tmp_path / "config.yaml").read_text()
+    assert read_config(tmp_path)["model.head_norm"] is False

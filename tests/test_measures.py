@@ -344,6 +344,25 @@ def test_probe_mean_one_minus_cos_over_layers_and_steps_without_the_first_layer(
     assert by_seed(plain) == pytest.approx({0: 0.04 - 0.25, 1: 0.1 - 0.5})
 
 
+def test_probe_mean_takes_each_arm_at_its_best_lr_on_validation(tmp_path):
+    """BN is best at LR 0.1 and no BN at 0.01 (mean val acc): each arm's probe comes from
+    there, whatever the probe's values at the other LR."""
+    val = {("batch", 0.1): 0.8, ("batch", 0.01): 0.7, ("none", 0.1): 0.1, ("none", 0.01): 0.6}
+    rows = [
+        arm | {"seed": seed, "optim.lr": lr, "val_acc": val[(arm["model.norm"], lr)]}
+        for seed in (0, 1)
+        for arm in (BN, PLAIN)
+        for lr in (0.01, 0.1)
+    ]
+    runs = runs_table(rows)
+    for _, run in runs.iterrows():
+        value = 0.1 * run["seed"] + (0.5 if run["optim.lr"] == 0.1 else 0.2)
+        write_csv(tmp_path, run["run_id"], "probes.csv", PROBE_COLUMNS, [[0, "p", "a", value]])
+    diffs = probe_mean(runs, tmp_path, BN, PLAIN, probe="p", skip_first=False, over=["optim.lr"])
+    assert by_seed(diffs) == pytest.approx({0: 0.5 - 0.2, 1: 0.5 - 0.2})
+    assert "(lr=0.1 vs lr=0.01)" in diffs["cell"].iloc[0]
+
+
 def test_gradient_ratio_growth_in_decades_from_the_shallowest_to_the_deepest(tmp_path):
     # log10(first / last) per run: BN 0 at depth 1; at depth 8 +0.2 (relu) and -0.4 (sigmoid);
     # no BN 1 at depth 1; at depth 8 -3 (relu) and -5 (sigmoid), plus 0.1 * seed

@@ -54,6 +54,19 @@ def test_dropout_sits_next_to_the_norm(position):
     assert names[start : start + 2] == expected
 
 
+def test_head_norm_puts_a_batch_norm_before_the_classifier_only_when_asked():
+    plain, normed = (build_model(ModelConfig(head_norm=h), 1, 10, seed=0) for h in (False, True))
+    assert [type(m).__name__ for m in normed[-1]] == [
+        "AdaptiveAvgPool2d",
+        "Flatten",
+        "BatchNorm1d",
+        "Identity",
+        "Linear",
+    ]
+    # Without it the head keeps the layer names of every earlier run (probes name layers).
+    assert [type(m).__name__ for m in plain[-1]][2:] == ["Identity", "Linear"]
+
+
 NORMS = ["none", "batch", "group", "noisy_batch"]
 COMBOS = list(itertools.product(NORMS, ["pre", "post"], ["relu", "sigmoid", "tanh", "gelu"]))
 
