@@ -125,12 +125,12 @@ CONDITIONS = ["running", "precise"] + [
 ]
 
 
-def synthetic_sweep(experiment: str, directory: Path) -> pd.DataFrame:
-    """The quick profile's planned runs as a runs table with made-up results, and for each
-    run an evals.csv and a probes.csv, so every measure has what it reads."""
+def synthetic_sweep(experiment: str, profile: list[str], directory: Path) -> pd.DataFrame:
+    """The profile's planned runs as a runs table with made-up results, and for each run an
+    evals.csv and a probes.csv, so every measure has what it reads."""
     from bnbench.plan import expand
 
-    plan = expand([f"experiment={experiment}", "profile=quick"], multirun=True)
+    plan = expand([f"experiment={experiment}", *profile], multirun=True)
     rng = np.random.default_rng(0)
     rows = []
     for p in plan:
@@ -159,23 +159,32 @@ def synthetic_sweep(experiment: str, directory: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
-def synthetic_sweeps(tmp_path_factory) -> dict[str, tuple[pd.DataFrame, Path]]:
-    root = tmp_path_factory.mktemp("synthetic")
+def synthetic_sweeps(root: Path, profile: list[str]) -> dict[str, tuple[pd.DataFrame, Path]]:
     experiments = dict.fromkeys(c.experiment for c in CLAIMS.values())
-    return {e: (synthetic_sweep(e, root / e), root / e) for e in experiments}
+    return {e: (synthetic_sweep(e, profile, root / e), root / e) for e in experiments}
+
+
+@pytest.fixture(scope="module")
+def full_sweeps(tmp_path_factory) -> dict[str, tuple[pd.DataFrame, Path]]:
+    # The full profile's cells, at three of its seeds (planning is about 20 ms a run).
+    return synthetic_sweeps(tmp_path_factory.mktemp("full"), ["profile=full", "seed=0,1,2"])
+
+
+@pytest.fixture(scope="module")
+def quick_sweeps(tmp_path_factory) -> dict[str, tuple[pd.DataFrame, Path]]:
+    return synthetic_sweeps(tmp_path_factory.mktemp("quick"), ["profile=quick"])
 
 
 @pytest.mark.parametrize("name", list(CLAIMS))
-def test_every_arm_exists_in_the_quick_sweep_and_every_measure_gives_distinct_cells(
-    synthetic_sweeps, name
+def test_every_arm_exists_in_the_full_sweep_and_every_measure_gives_distinct_cells(
+    full_sweeps, name
 ):
     """Each arm of each measure picks planned runs; the primary measure gives one cell; each
-    cell pairs the quick profile's three seeds; no two cells of the claim share a label."""
+    cell pairs the seeds; no two cells of the claim share a label."""
     from bnbench.measures import in_arm
 
     claim = CLAIMS[name]
-    runs, sweep = synthetic_sweeps[claim.experiment]
+    runs, sweep = full_sweeps[claim.experiment]
     labels = []
     for measure in measures_of(claim):
         for arm in (measure.treatment, measure.control):
@@ -194,6 +203,16 @@ def test_every_arm_exists_in_the_quick_sweep_and_every_measure_gives_distinct_ce
         np.testing.assert_allclose(table["p_holm"], holm(table["p"]))
         assert table["name"].is_unique, list(table["name"])  # each row as the report names it
         assert set(table["outcome"]) <= set(OUTCOMES)
+
+
+@pytest.mark.parametrize("name", list(CLAIMS))
+def test_the_quick_sweep_holds_each_primary_measure_over_three_seeds(quick_sweeps, name):
+    """The quick profile runs the primary cells (secondary ones may be left out)."""
+    claim = CLAIMS[name]
+    runs, sweep = quick_sweeps[claim.experiment]
+    diffs = differences(claim.primary, runs, sweep)
+    assert diffs["cell"].nunique() == 1, (name, diffs["cell"].unique())
+    assert sorted(diffs["seed"]) == [0, 1, 2] and diffs["diff"].notna().all(), name
 
 
 # --- a malformed claims file ---------------------------------------------------------------
