@@ -153,10 +153,12 @@ def claims_verdict(
         "Train the sweeps of several claims through one pool of workers (torch loaded once "
         "per worker, the longest runs first, no idle worker at each sweep's end), then report "
         "each sweep and print each claim's verdict. Finished runs are skipped, so the same "
-        "command resumes. Extra arguments are Hydra overrides for every sweep.\n\n"
+        "command resumes. Extra arguments are Hydra overrides for every sweep; with "
+        "hydra/launcher=slurm every claim's runs go to the cluster as one job array.\n\n"
         "Examples:\n\n"
         "  bnbench claims run --all --profile quick\n\n"
-        "  bnbench claims run higher-lr placement --profile full --jobs 2"
+        "  bnbench claims run higher-lr placement --profile full --jobs 2\n\n"
+        "  bnbench claims run --all --profile full hydra/launcher=slurm"
     ),
 )
 def claims_run(
@@ -169,7 +171,13 @@ def claims_run(
     config_dir: str = CONFIG_DIR,
 ) -> None:
     from bnbench.config import ConfigError
-    from bnbench.sweeps import plan_claims, record_claim_plans, report_and_judge, train_claims
+    from bnbench.sweeps import (
+        launch_claims,
+        plan_claims,
+        record_claim_plans,
+        report_and_judge,
+        train_claims,
+    )
 
     _use_config_dir(config_dir)
     claims = _claims()
@@ -183,17 +191,10 @@ def claims_run(
         fail("name one or more claims, or --all (see `bnbench claims list`)")
     for name in chosen:
         _claim(name)
-    launcher = next(
-        (w for w in overrides if w.startswith(("hydra/launcher=", "hydra.launcher."))), None
-    )
-    if launcher is not None:  # the pool below would train here, silently, whatever it says
-        experiment = claims[chosen[0]].experiment
-        fail(
-            f"invalid override {launcher!r}: claims run trains through its own pool of "
-            "workers on this machine; on a cluster, submit each claim's sweep with "
-            f"'bnbench run -m experiment={experiment} profile={profile} {launcher}' "
-            "(the same runs and plan file), then 'bnbench claims verdict NAME RESULTS_DIR'"
-        )
+    # A Hydra launcher (hydra/launcher=slurm and its hydra.launcher.* settings) takes every
+    # claim's runs in one batch; the other overrides go to each run.
+    launcher = [w for w in overrides if w.startswith(("hydra/launcher=", "hydra.launcher."))]
+    overrides = [w for w in overrides if w not in launcher]
     try:
         sweeps = plan_claims([claims[n] for n in chosen], profile, overrides)
     except ConfigError as error:
@@ -210,7 +211,10 @@ def claims_run(
 
     try:
         with sigterm_raises():  # kill or scancel stop the pool as Ctrl-C does
-            train_claims(sweeps, jobs, log=lambda line: console.print(line, highlight=False))
+            if launcher:
+                launch_claims(sweeps, launcher)
+            else:
+                train_claims(sweeps, jobs, log=lambda line: console.print(line, highlight=False))
     except KeyboardInterrupt:
         fail("interrupted; to resume, run the same command again", code=130)
     report_and_judge(sweeps, [claims[n] for n in chosen], console)

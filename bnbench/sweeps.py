@@ -2,8 +2,9 @@
 
 `bnbench claims run` is this module: plan each claim's sweep (Hydra's expansion, every run
 validated before any trains) and write its plan file; train every unfinished run of every
-sweep through one pool of warm workers (bnbench.pool); then rebuild each sweep's report
-and the results root's index, and print each claim's verdict.
+sweep through one pool of warm workers (bnbench.pool), or, with a Hydra launcher named
+(hydra/launcher=slurm), hand them all to that launcher at once (one SLURM job array); then
+rebuild each sweep's report and the results root's index, and print each claim's verdict.
 """
 
 from __future__ import annotations
@@ -57,6 +58,45 @@ def train_claims(sweeps: list[ClaimSweep], jobs: int | None, log: Callable[[str]
     jobs = jobs or available_cores()
     log(f"training {len(todo)} runs on {jobs} workers, the longest first")
     run_pool(todo, jobs, log)
+
+
+LAUNCH_DIR = ".launch"  # under the results root: the launcher's own files (sbatch, logs)
+
+
+def launch_claims(sweeps: list[ClaimSweep], launcher: list[str]) -> None:
+    """Every unfinished run of every sweep through the Hydra launcher that the `launcher`
+    overrides choose, in one batch: under hydra/launcher=slurm, one job array. What a Hydra
+    multirun does (compose, then the launcher's launch), with its jobs given, not swept."""
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext, RunMode
+
+    from bnbench import paths
+    from bnbench.cli import hydra_job
+    from bnbench.config import register_configs
+
+    jobs = [tuple(p.overrides) for sweep in sweeps for p in sweep.todo]
+    if not jobs:
+        return
+    if any("slurm" in o for o in launcher):
+        from bnbench.slurm import poll_without_accounting
+
+        poll_without_accounting()  # no sacct warning per poll where accounting is off
+    directory = sweeps[0].directory.parent / LAUNCH_DIR
+    master = [*launcher, f"hydra.sweep.dir={directory}", *paths.searchpath_overrides()]
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(paths.CONF_DIR), job_name="cli", version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        config = hydra.compose_config("config", master, run_mode=RunMode.MULTIRUN)
+        context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(config))
+        task = hydra_job.__wrapped__  # the job itself, without @hydra.main's command line
+        Plugins.instance().instantiate_launcher(
+            hydra_context=context, task_function=task, config=config
+        ).launch(jobs, initial_job_idx=0)
+    GlobalHydra.instance().clear()
 
 
 def report_and_judge(sweeps: list[ClaimSweep], claims, console) -> None:

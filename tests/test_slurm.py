@@ -208,6 +208,37 @@ def test_no_warning_per_poll_on_a_cluster_without_accounting(array_sweep):
     assert (result.stdout + result.stderr).count("accounting storage is disabled") <= 1
 
 
+def test_claims_run_sends_every_claims_runs_as_one_job_array_then_judges(cluster, tmp_path):
+    """`claims run A B ... hydra/launcher=slurm`: one sbatch for both claims' sweeps, each
+    run trained once by an array task, then each sweep's report and each claim's verdict."""
+    args = ["claims", "run", "test-time-stats", "covariate-shift", "--profile", "quick"]
+    args += ["debug=tiny", *slurm(cpus=1), f"results_dir={tmp_path}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bnbench.cli", *args],
+        cwd=tmp_path,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    done = {
+        run: summary
+        for sweep in ("claim_test_time_stats", "claim_covariate_shift")
+        for run, summary in summaries(tmp_path / sweep).items()
+    }
+    assert len(done) == 3 + 9 and {s["status"] for s in done.values()} == {"completed"}
+    (job,) = jobs(tmp_path / ".launch")  # one sbatch for both claims
+    assert {s["slurm_job_id"] for s in done.values()} == {job}
+    assert trained(task_logs(tmp_path / ".launch")) == Counter(dict.fromkeys(done, 1))
+    assert not EPOCH_LINE.search(result.stdout)  # none trained by the submitter
+    assert (tmp_path / "report.html").exists()
+    assert (
+        len(re.findall(r"^(SUPPORTED|CONTRADICTED|NO EFFECT|INCONCLUSIVE)", result.stdout, re.M))
+        == 2
+    )
+
+
 # --- (c) requeue at the time limit -------------------------------------------------------------
 
 # A run of about this much training (1 CPU, as measured just before) under timeout_min=1: more
