@@ -14,7 +14,7 @@ import pandas as pd
 
 from bnbench.aggregate import factors
 from bnbench.plots_style import fmt_value, norm_label, norms_in
-from bnbench.stats import effects, holm, summarize
+from bnbench.stats import effects, fmt_p, holm, summarize
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
 
@@ -38,12 +38,6 @@ def fmt_diff(mean: float, lo: float, hi: float) -> str:
         return "-"
     text = f"{100 * mean:+.1f}"
     return text + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if not np.isnan(lo) else "")
-
-
-def fmt_p(p: float) -> str:
-    if np.isnan(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def headline_table(runs: pd.DataFrame) -> Table:

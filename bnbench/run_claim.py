@@ -31,7 +31,7 @@ class ClaimLost(Exception):
 
 
 @dataclass
-class Claim:
+class RunHold:
     """This process's hold on one run directory."""
 
     path: Path
@@ -57,7 +57,7 @@ class Claim:
             self.path.unlink(missing_ok=True)
 
 
-def claim_run(directory: Path) -> Claim | None:
+def claim_run(directory: Path) -> RunHold | None:
     """Claim the run for this process; None while another live process holds it (or is
     taking over its stale claim). Of several processes that find the same stale claim,
     exactly one gets the run."""
@@ -111,7 +111,7 @@ def claimed_elsewhere(directory: Path) -> bool:
     return not (info.get("host") == socket.gethostname() and info.get("pid") == os.getpid())
 
 
-def _create_claim(path: Path) -> Claim | None:
+def _create_claim(path: Path) -> RunHold | None:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -132,7 +132,7 @@ def _create_claim(path: Path) -> Claim | None:
     except OSError as error:  # an empty claim would hold the run for STALE_AFTER_S
         path.unlink(missing_ok=True)
         raise disk_full(path) if error.errno in FULL else error from None
-    return Claim(path, info["token"], info["started_at"], time.monotonic())
+    return RunHold(path, info["token"], info["started_at"], time.monotonic())
 
 
 def _holder(path: Path) -> tuple[tuple, bool] | None:

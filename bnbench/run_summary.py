@@ -16,11 +16,11 @@ from bnbench.checkpoint import RunRecord
 from bnbench.config import Config, run_id
 from bnbench.data import Splits
 from bnbench.paths import PACKAGE
-from bnbench.run_claim import Claim
+from bnbench.run_claim import RunHold
 from bnbench.store import FINAL_KEYS, SUMMARY_FILE, run_dir, write_json
 
 
-def record_unfinished(cfg: Config, claim: Claim, status: str, extra: dict) -> None:
+def record_unfinished(cfg: Config, claim: RunHold, status: str, extra: dict) -> None:
     """summary.json for a run that stopped early; the next call trains it again."""
     if not claim.held():
         return  # the run belongs to another process now; its files are not ours to write
@@ -45,7 +45,7 @@ def base_summary(cfg: Config) -> dict:
     } | slurm_ids()
 
 
-def process_facts(claim: Claim) -> dict:
+def process_facts(claim: RunHold) -> dict:
     """When the process that wrote the summary took the run up, and its pid."""
     return {"started_at": claim.started_at, "pid": os.getpid()}
 

@@ -25,7 +25,7 @@ from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
 from bnbench.progress import Progress
-from bnbench.run_claim import Claim, ClaimLost, claim_run, describe_claim
+from bnbench.run_claim import ClaimLost, RunHold, claim_run, describe_claim
 from bnbench.run_summary import (
     base_summary,
     finish_summary,
@@ -98,7 +98,7 @@ def execute(cfg: Config, parallel_jobs: int = 1) -> str:
             claim.release()
 
 
-def train_run(cfg: Config, claim: Claim, parallel_jobs: int = 1) -> dict:
+def train_run(cfg: Config, claim: RunHold, parallel_jobs: int = 1) -> dict:
     """Train one run to its end (or its divergence), writing its files after every epoch."""
     directory = run_dir(cfg)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)  # a rerun starts from nothing
@@ -264,7 +264,7 @@ def eval_row(step: int, epoch: int, metrics: dict) -> dict:
 
 
 def step_hook(
-    cfg: Config, run: Training, record: RunRecord, progress: Progress, claim: Claim, timing: dict
+    cfg: Config, run: Training, record: RunRecord, progress: Progress, claim: RunHold, timing: dict
 ):
     """(step, lr) -> None before each update: in-training probes, validation every
     train.val_every steps, progress, the heartbeat."""

@@ -19,6 +19,8 @@ Rules, stated once:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
@@ -31,6 +33,14 @@ SKEW_LIMIT = 1.0
 N_RESAMPLES = 10_000
 RNG_SEED = 0
 ACCURACY_METRICS = ("train_acc", "val_acc", "test_acc", "best_val_acc")
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value as every table shows it: two significant digits (exact p of a few seeds is
+    a multiple of 1/2^n), '-' where there is none."""
+    if p is None or math.isnan(p):
+        return "-"
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.0e}"
 
 
 # --- one sample ----------------------------------------------------------------------------

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import math
 
-from bnbench.stats import within_delta
+from bnbench.stats import fmt_p, within_delta
 
 HEADER = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
 
 
 def signed(value: float) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:+.3g}"
-
-
-def fmt_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "-"
-    return f"{p:.2g}" if p >= 0.001 else f"{p:.0e}"
 
 
 def outcome_text(outcome: str, n: int, lo90: float, hi90: float, delta: float) -> str:

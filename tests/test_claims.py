@@ -112,7 +112,7 @@ def test_claims_run_dry_run_counts_the_runs_and_writes_nothing(tmp_path):
         f"results_dir={tmp_path}",
         cwd=tmp_path,
     )
-    assert f"{tmp_path / 'claim_regularization'}: 18 runs, 18 to train" in result.stdout
+    assert f"{tmp_path / 'claim_regularization'}: 12 runs, 12 to train" in result.stdout
     assert f"{tmp_path / 'claim_placement'}: " in result.stdout
     assert not list(tmp_path.rglob("*"))  # no plan file, no directory
 
