@@ -24,78 +24,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bnbench.pairing import (
+    best_setting,
+    in_arm,
+    pair,
+    paired_at_best,
+    per_seed,
+    setting_label,
+    short_key,
+    split_by,
+)
 from bnbench.stats import scored
 from bnbench.store import EVALS_FILE, PROBES_FILE, run_path
 
-Arm = dict  # {config key: value or list of values}
 TRAINS_FRACTION = 0.5  # "trains": final val accuracy at least halfway from chance to the best
-
-
-# --- arms and pairing ----------------------------------------------------------------------
-
-
-def in_arm(runs: pd.DataFrame, arm: Arm) -> pd.Series:
-    """Which runs belong to the arm: every key equal to its value (or one of its values)."""
-    mask = pd.Series(True, index=runs.index)
-    for key, value in arm.items():
-        if key not in runs.columns:
-            raise KeyError(f"arm key {key!r} is not a config key of this sweep's runs")
-        values = value if isinstance(value, list) else [value]
-        column = runs[key]
-        wanted = column.isna() if values == [None] else column.isin(values)
-        mask &= wanted
-    return mask
-
-
-def best_setting(runs: pd.DataFrame, over: list[str], select: str = "val_acc") -> pd.DataFrame:
-    """The runs at the setting of `over` with the highest mean `select` over seeds."""
-    if not over or runs.empty:  # an arm with no finished runs yet pairs with nothing
-        return runs
-    score = runs.assign(_score=scored(runs, select))
-    means = score.groupby(over, dropna=False)["_score"].mean()
-    best = means.idxmax()
-    best = best if isinstance(best, tuple) else (best,)
-    mask = pd.Series(True, index=runs.index)
-    for key, value in zip(over, best, strict=True):
-        mask &= runs[key].isna() if pd.isna(value) else runs[key].eq(value)
-    return runs[mask]
-
-
-def setting_label(runs: pd.DataFrame, over: list[str]) -> str:
-    if not over or runs.empty:
-        return ""
-    first = runs.iloc[0]
-    return ", ".join(f"{key.split('.')[-1]}={_fmt(first[key])}" for key in over)
-
-
-def per_seed(runs: pd.DataFrame, values: pd.Series) -> pd.Series:
-    """One value per seed (the mean where an arm has several runs of one seed)."""
-    return values.groupby(runs["seed"]).mean()
-
-
-def pair(treated: pd.Series, controlled: pd.Series, cell: str) -> pd.DataFrame:
-    """treatment - control for the seeds both arms have."""
-    both = treated.index.intersection(controlled.index)
-    diff = treated[both] - controlled[both]
-    return pd.DataFrame({"cell": cell, "seed": both, "diff": diff.to_numpy()})
-
-
-def paired_at_best(runs, values, treatment, control, over, select, cell) -> pd.DataFrame:
-    """Each arm at its own best `over` setting, then paired by seed."""
-    arms = {}
-    for name, arm in (("treatment", treatment), ("control", control)):
-        chosen = best_setting(runs[in_arm(runs, arm)], over, select)
-        arms[name] = (per_seed(chosen, values[chosen.index]), setting_label(chosen, over))
-    labels = f" ({arms['treatment'][1]} vs {arms['control'][1]})" if over else ""
-    return pair(arms["treatment"][0], arms["control"][0], cell + labels)
-
-
-def split_by(runs: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
-    """(label, runs) per value of the `by` keys, or one group of all runs."""
-    if not by:
-        return [("", runs)]
-    groups = runs.groupby(by, dropna=False, sort=True)
-    return [(_label(by, key), group) for key, group in groups]
 
 
 # --- the measures --------------------------------------------------------------------------
@@ -174,7 +116,7 @@ def largest_trainable(
         member = runs[in_arm(runs, arm)]
         ok = log_value[member.index].where(trains[member.index])
         arms[name] = ok.groupby(member["seed"]).max().fillna(floor)
-    return pair(arms["treatment"], arms["control"], f"log10 largest trainable {_short(factor)}")
+    return pair(arms["treatment"], arms["control"], f"log10 largest trainable {short_key(factor)}")
 
 
 def trainable_range(
@@ -201,7 +143,7 @@ def trainable_range(
             chosen = log_value[group.index][near]
             spans[seed] = chosen.max() - chosen.min() if len(chosen) else 0.0
         arms[name] = pd.Series(spans)
-    cell = f"decades of {_short(factor)} that train within {within:g} points of the arm's best"
+    cell = f"decades of {short_key(factor)} that train within {within:g} points of the arm's best"
     return pair(arms["treatment"], arms["control"], cell)
 
 
@@ -221,7 +163,7 @@ def spread(runs, sweep, treatment, control, over=("model.init",), metric="val_ac
         member = runs[in_arm(runs, arm)]
         grouped = values[member.index].groupby(member["seed"])
         arms[name] = grouped.max() - grouped.min()
-    keys = ", ".join(_short(k) for k in over)
+    keys = ", ".join(short_key(k) for k in over)
     return pair(arms["treatment"], arms["control"], f"spread of {metric} over {keys} (points)")
 
 
@@ -306,7 +248,7 @@ def difference_in_differences(
                 for v in (value, base)
             }
             changes[name] = level[value] - level[base]
-        cell = f"{_short(factor)} {value} vs {base}: change minus the control's change"
+        cell = f"{short_key(factor)} {value} vs {base}: change minus the control's change"
         parts.append(pair(changes["treatment"], changes["control"], cell))
     return pd.concat(parts, ignore_index=True)
 
@@ -359,16 +301,3 @@ def read_run_csvs(sweep: Path, runs: pd.DataFrame, name: str) -> pd.DataFrame:
         if path.exists():
             frames.append(pd.read_csv(path).assign(run_id=run_id))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id"])
-
-
-def _short(key: str) -> str:
-    return key.split(".")[-1]
-
-
-def _fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _label(keys: list[str], values) -> str:
-    values = values if isinstance(values, tuple) else (values,)
-    return ", ".join(f"{_short(k)}={_fmt(v)}" for k, v in zip(keys, values, strict=True))

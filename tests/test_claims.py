@@ -181,7 +181,7 @@ def test_every_arm_exists_in_the_full_sweep_and_every_measure_gives_distinct_cel
 ):
     """Each arm of each measure picks planned runs; the primary measure gives one cell; each
     cell pairs the seeds; no two cells of the claim share a label."""
-    from bnbench.measures import in_arm
+    from bnbench.pairing import in_arm
 
     claim = CLAIMS[name]
     runs, sweep = full_sweeps[claim.experiment]

@@ -13,12 +13,10 @@ import pytest
 
 from bnbench.measures import (
     MEASURES,
-    best_setting,
     difference_in_differences,
     final_metric,
     generalization_gap,
     gradient_ratio_growth,
-    in_arm,
     largest_trainable,
     probe_mean,
     spread,
@@ -26,6 +24,7 @@ from bnbench.measures import (
     trainable_range,
 )
 from bnbench.measures import test_time as time_of_test  # not named test_*: pytest collects those
+from bnbench.pairing import best_setting, in_arm
 from bnbench.store import EVALS_COLUMNS, PROBE_COLUMNS, run_path
 
 BN, PLAIN = {"model.norm": "batch"}, {"model.norm": "none"}
