@@ -30,6 +30,7 @@ from bnbench.plots_style import (
     any_diverged,
     cell_label,
     chance_line,
+    determined,
     fmt_value,
     grid,
     half_errors,
@@ -184,7 +185,7 @@ def plot_factor(runs: pd.DataFrame, factor: str, metric: str = "val_acc") -> Fig
     (categorical factor) per norm; a panel per combination of the other factors."""
     _, title, x_label = factor_figure(factor)
     values = ordered_values(runs, factor)
-    cells = panels(runs, factor)
+    cells = factor_panels(runs, factor)
     fig, axes = grid(len(cells))
     for ax, (cell, sub) in zip(axes, cells, strict=True):
         if is_numeric(values):
@@ -194,9 +195,17 @@ def plot_factor(runs: pd.DataFrame, factor: str, metric: str = "val_acc") -> Fig
         chance_line(ax, sub)
         ax.set(title=cell, xlabel=x_label, ylabel=f"{METRIC_LABELS[metric]} (%)")
         ax.title.set_fontsize(9)
+        if not is_numeric(values) and sum(len(fmt_value(v)) for v in values) > 40:
+            ax.tick_params(axis="x", labelrotation=20)  # long category names would overlap
     fig.suptitle(f"{title}\nmean over seeds, 95% CI")
     outside_legend(fig, norm_handles(norms_in(runs)), any_diverged(runs))
     return fig
+
+
+def factor_panels(runs: pd.DataFrame, factor: str) -> list[tuple[str, pd.DataFrame]]:
+    """The panels of a factor's figure: those in which the factor takes two values or more
+    (a panel with one value has nothing to compare along x)."""
+    return [(cell, sub) for cell, sub in panels(runs, factor) if sub[factor].nunique() > 1]
 
 
 def factor_figure(factor: str) -> tuple[str, str, str]:
@@ -320,8 +329,14 @@ def figure_specs(runs: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[str, st
             lambda: plot_generalization(runs),
         ),
     ]
-    for factor in factors(runs):
+    drawn: list[str] = []
+    for factor in sorted(factors(runs), key=lambda f: f == "optim.lr"):  # LR last: it follows
         name, title, _ = factor_figure(factor)
+        if factor != "model.dropout" and not factor_panels(runs, factor):
+            continue  # the factor never varies within a panel (e.g. ghost batches at 128 only)
+        if any(determined(runs, factor, g) and determined(runs, g, factor) for g in drawn):
+            continue  # one to one with a factor already drawn (an LR scaled with the batch)
+        drawn.append(factor)
         if factor == "model.dropout":
             caption = "Test accuracy for each norm and dropout rate; cells give mean, 95% CI "
             caption += "half-width and n; diverged runs count at chance."

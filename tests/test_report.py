@@ -206,6 +206,36 @@ def test_an_lr_scaled_with_the_batch_does_not_split_the_batch_size_figure():
     assert len(plot_factor(runs, "train.batch_size").axes) == 2  # still a panel each
 
 
+def test_a_factor_figure_leaves_out_panels_where_the_factor_does_not_vary():
+    """Ghost batches of 2 and 8 only at batch 128 (claim 7): the ghost figure has the one
+    panel where they vary; an LR one to one with the batch size gets no figure of its own."""
+    runs, curves = fake_runs(**{"train.batch_size": [2, 8, 128]})
+    runs["model.ghost_batch_size"] = np.nan
+    runs["optim.lr"] = 0.05 * runs["train.batch_size"] / 128
+    ghosts = runs[runs["train.batch_size"].eq(128)].copy()
+    ghosts = pd.concat([ghosts.assign(**{"model.ghost_batch_size": g}) for g in (2.0, 8.0)])
+    runs = pd.concat([runs, ghosts], ignore_index=True)
+    runs["run_id"] = [f"r{i}" for i in range(len(runs))]
+    names = [spec[0] for spec in figure_specs(runs, curves)]
+    assert names == ["convergence", "generalization", "batch_size", "factor_model_ghost_batch_size"]
+    fig = plot_factor(runs, "model.ghost_batch_size")
+    assert [ax.get_title() for ax in fig.axes] == ["batch_size=128, lr=0.05"]
+
+    constant = fake_runs(**{"model.init": ["kaiming_normal", "orthogonal"]})[0]
+    constant = constant.assign(**{"model.init_scale": 1.0})
+    constant = pd.concat(
+        [
+            constant,
+            constant[constant["model.init"].eq("kaiming_normal")].assign(
+                **{"model.init_scale": 10.0}
+            ),
+        ],
+        ignore_index=True,
+    )
+    assert len(plot_factor(constant, "model.init").axes) == 1  # init_scale=1 only
+    assert len(plot_factor(constant, "model.init_scale").axes) == 1  # kaiming only
+
+
 def links_in(page: Path) -> list[str]:
     """Every href and src of an HTML page, but the embedded (data:) images."""
     from html.parser import HTMLParser
