@@ -9,7 +9,7 @@ import json
 
 from rich.table import Table
 
-from bnbench.config import identity
+from bnbench.config import settings
 from bnbench.plan import PlannedRun
 from bnbench.run_claim import claimed_elsewhere
 from bnbench.store import read_summary, run_dir
@@ -37,7 +37,7 @@ def warn_other_settings(plan: list[PlannedRun]) -> None:
     def norm(value):
         return json.dumps(value) if isinstance(value, list) else value
 
-    planned = [{k: norm(v) for k, v in identity(p.config).items()} for p in plan]
+    planned = [{k: norm(v) for k, v in settings(p.config).items()} for p in plan]
     fixed = {k: v for k, v in planned[0].items() if all(c.get(k) == v for c in planned)}
     fixed.pop("seed", None)
     directory = sweep_dir(plan[0].config)
@@ -74,7 +74,7 @@ def print_next(plan: list[PlannedRun]) -> None:
 
 def plan_table(plan: list[PlannedRun], with_results: bool) -> Table:
     """One row per run: the config keys that differ across the plan, then status and metrics."""
-    configs = [identity(p.config) for p in plan]
+    configs = [settings(p.config) for p in plan]
     varying = [k for k in configs[0] if len({repr(c[k]) for c in configs}) > 1]
     table = Table(show_lines=False)
     for column in ["run", *varying, "status"]:

@@ -307,13 +307,15 @@ NOT_IDENTITY = (
 ADDED_LATER = {"model.head_norm": False}
 
 
+def settings(cfg: Config) -> dict:
+    """The resolved config without paths, launcher and device settings: what a run computes."""
+    return {k: v for k, v in flatten(_tree(cfg)).items() if k not in NOT_IDENTITY}
+
+
 def identity(cfg: Config) -> dict:
-    """The resolved config without paths, launcher and device settings."""
-    flat = flatten(_tree(cfg))
+    """What the run id hashes: the settings, less a key added later at its old value."""
     return {
-        k: v
-        for k, v in flat.items()
-        if k not in NOT_IDENTITY and not (k in ADDED_LATER and ADDED_LATER[k] == v)
+        k: v for k, v in settings(cfg).items() if not (k in ADDED_LATER and ADDED_LATER[k] == v)
     }
 
 

@@ -96,12 +96,13 @@ def test_the_default_run_id_is_pinned():
 def test_a_key_added_later_keeps_the_ids_of_runs_made_before_it(tmp_path):
     """model.head_norm came after the reference runs: at its old value it leaves the id as it
     was, set otherwise it makes a new one; a run directory without it reads as the old value."""
-    from bnbench.config import ADDED_LATER, Config, identity, run_id
+    from bnbench.config import ADDED_LATER, Config, identity, run_id, settings
     from bnbench.run_reader import read_config
     from bnbench.store import write_config
 
     cfg = Config()
     assert "model.head_norm" not in identity(cfg) and ADDED_LATER["model.head_norm"] is False
+    assert settings(cfg)["model.head_norm"] is False  # what tables show: every key
     cfg.model.head_norm = True
     assert identity(cfg)["model.head_norm"] is True and run_id(cfg) != run_id(Config())
 
