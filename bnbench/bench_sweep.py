@@ -1,7 +1,7 @@
 """`bnbench bench --sweep`: where a claim sweep's wall time goes, the old way and the new.
 
-The mini-sweep is claim 9's (placement x activation x 3 LRs = 12 runs per seed) at the full
-profile's data size, run twice in fresh directories, one after the other:
+The mini-sweep is claim 9's (3 placement arms x 2 activations x 4 LRs = 24 runs per seed) at
+the full profile's data size, run twice in fresh directories, one after the other:
 
     old   `bnbench run -m` (Hydra's joblib launcher), the test set evaluated every epoch and
           validation on all 5 000 images: what every sweep did before the measures said
