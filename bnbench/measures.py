@@ -176,11 +176,12 @@ def probe_mean(
     transform="identity",
     skip_first=True,
     over=(),
+    by=(),
     select="val_acc",
 ) -> pd.DataFrame:
     """A probe's value averaged over its layers and probe steps, per run (`one_minus` turns a
-    cosine into a distance), each arm at its best `over` setting; the first layer is left out
-    where it is 0 by construction."""
+    cosine into a distance), each arm at its best `over` setting, one cell per value of the
+    `by` keys; the first layer is left out where it is 0 by construction."""
     probes = read_run_csvs(sweep, runs, PROBES_FILE)
     rows = probes[probes["probe"].eq(probe)]
     if skip_first and len(rows):
@@ -191,7 +192,11 @@ def probe_mean(
     per_run = values.groupby(rows["run_id"]).mean().reindex(runs["run_id"])
     per_run.index = runs.index
     label = f"{'1 - ' if transform == 'one_minus' else ''}{probe}, mean over layers and steps"
-    return paired_at_best(runs, per_run, treatment, control, list(over), select, label)
+    parts = [
+        paired_at_best(group, per_run, treatment, control, list(over), select, cell or label)
+        for cell, group in split_by(runs, list(by))
+    ]
+    return pd.concat(parts, ignore_index=True)
 
 
 def gradient_ratio_growth(

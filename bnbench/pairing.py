@@ -54,8 +54,8 @@ def per_seed(runs: pd.DataFrame, values: pd.Series) -> pd.Series:
 
 
 def pair(treated: pd.Series, controlled: pd.Series, cell: str) -> pd.DataFrame:
-    """treatment - control for the seeds both arms have."""
-    both = treated.index.intersection(controlled.index)
+    """treatment - control for the seeds both arms have a value for."""
+    both = treated.dropna().index.intersection(controlled.dropna().index)
     diff = treated[both] - controlled[both]
     return pd.DataFrame({"cell": cell, "seed": both, "diff": diff.to_numpy()})
 

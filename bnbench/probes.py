@@ -34,10 +34,13 @@ variance_shift var_shift           BN layer ("0.0.norm")       BN input variance
 
 Details:
 - ics: G = dL/dW_i on (x, y); G' = the same gradient after every parameter before W_i in
-  the network (earlier convs, their biases, earlier norm affine parameters) took one plain
-  SGD step W <- W - lr * dL/dW from the same batch, with W_i and everything above it
-  unchanged. `lr` is the training LR at that step. The first layer has nothing below it,
-  so its G' is G: ics_l2 = 0, ics_cos = 1.
+  the network (earlier convs, their biases, earlier norm affine parameters) took the update
+  the run's optimizer would make now with the gradient from the same batch (SGD with its
+  momentum buffer and weight decay, or Adam with its moments, at the step's LR; a plain
+  SGD step W <- W - lr * dL/dW where no optimizer is given), with W_i and everything above
+  it unchanged. The same dropout masks and BN noise in every pass: G and G' differ by the
+  update only. The first layer has nothing below it, so its G' is G: ics_l2 = 0,
+  ics_cos = 1.
 - percentiles: Ioffe & Szegedy 2015, Fig. 1 follow the input of a sigmoid; here the input
   of each block's activation function: the norm slot's output with `placement=pre` (after
   the dropout when it sits after the norm), the conv output with `placement=post`. The
@@ -64,6 +67,7 @@ Details:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -75,7 +79,6 @@ from torch.func import functional_call
 
 from bnbench.config import ProbeConfig
 from bnbench.data import Splits
-from bnbench.model import NoisyBatchNorm2d
 from bnbench.probes_models import (
     EVAL_CHUNK,
     accuracy,
@@ -100,15 +103,22 @@ Params = dict[str, Tensor]
 
 
 def step_probes(
-    cfg: ProbeConfig, model: nn.Module, lr: float, x: Tensor, y: Tensor, step: int
+    cfg: ProbeConfig,
+    model: nn.Module,
+    lr: float,
+    x: Tensor,
+    y: Tensor,
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> list[dict]:
-    """The in-training probes named in cfg.names, on the probe batch; `model` is left as found."""
+    """The in-training probes named in cfg.names, on the probe batch; `model` (and the
+    `optimizer` training it) are left as found."""
     measures: list[Measure] = []
     with torch.random.fork_rng(devices=_cuda_devices(model)):
         probe_model = training_copy(model)
         rewind = _rng_rewinder(x.device)
         if "ics" in cfg.names:
-            measures += ics(probe_model, x, y, lr, rewind)
+            measures += ics(probe_model, x, y, lr, rewind, optimizer)
         if "percentiles" in cfg.names:
             measures += percentiles(probe_model, x, rewind)
         if "layer_stats" in cfg.names:
@@ -140,30 +150,53 @@ def _rows(step: int, measures: list[Measure]) -> list[dict]:
 # ----------------------------------------------------------------------- in-training probes
 
 
-def ics(model: nn.Module, x: Tensor, y: Tensor, lr: float, rewind: Callable) -> list[Measure]:
+def ics(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    lr: float,
+    rewind: Callable,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> list[Measure]:
     """Santurkar et al. 2018, Def. 2.1: how far layer i's gradient moves when the layers below
-    it take their SGD step first (same batch, same dropout masks). Noisy BN's noise is the
-    exception: G' draws it afresh, as the next step would, since that shift is what it injects
-    (with the same noise, its G' would differ from G only as plain BN's does)."""
+    it take their update first (same batch, same dropout masks and BN noise)."""
     params = _detached_params(model)
     names = list(params)
     _, grads = _loss_and_grads(model, params, x, y, rewind)
-    noisy = any(isinstance(m, NoisyBatchNorm2d) for m in model.modules())
-    rewind_moved = (lambda: None) if noisy else rewind
+    update = next_update(optimizer, params, grads, lr)
     measures = []
     for layer in weight_layers(model):
         weight = f"{layer}.weight"
         earlier = set(names[: names.index(weight)])  # parameter order is forward order
         g = grads[weight]
         if earlier:
-            moved = {n: p - lr * grads[n] if n in earlier else p for n, p in params.items()}
-            g_moved = _loss_and_grads(model, moved, x, y, rewind_moved, wrt=[weight])[1][weight]
+            moved = {n: p + update[n] if n in earlier else p for n, p in params.items()}
+            g_moved = _loss_and_grads(model, moved, x, y, rewind, wrt=[weight])[1][weight]
         else:
             g_moved = g  # nothing below the first layer moves: G' is G by definition
         cos = F.cosine_similarity(g.flatten().double(), g_moved.flatten().double(), dim=0)
         cos = cos.clamp(-1, 1)  # rounding can put it a hair outside
         measures += [("ics_l2", layer, float((g - g_moved).norm())), ("ics_cos", layer, float(cos))]
     return measures
+
+
+def next_update(
+    optimizer: torch.optim.Optimizer | None, params: Params, grads: Params, lr: float
+) -> Params:
+    """The change of each parameter if `optimizer` stepped now with `grads` at `lr`: a twin
+    optimizer over copies of the parameters, with the same state (momentum buffers, Adam's
+    moments), takes the step. Without an optimizer, a plain SGD step -lr * grad."""
+    if optimizer is None:
+        return {n: -lr * g for n, g in grads.items()}
+    copies = [p.clone().requires_grad_(True) for p in params.values()]
+    twin = type(optimizer)(copies, **optimizer.defaults)
+    twin.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # by position: same order
+    for group in twin.param_groups:
+        group["lr"] = lr
+    for c, name in zip(copies, params, strict=True):
+        c.grad = grads[name].clone()
+    twin.step()
+    return {n: c.detach() - p for (n, p), c in zip(params.items(), copies, strict=True)}
 
 
 @torch.no_grad()

@@ -297,7 +297,7 @@ def probe_hook(cfg: Config, run: Training, rows: list[dict]):
 
     def probe(step: int, lr: float) -> None:
         if step % cfg.probes.every == 0:
-            rows.extend(step_probes(cfg.probes, run.model, lr, x, y, step))
+            rows.extend(step_probes(cfg.probes, run.model, lr, x, y, step, run.optimizer))
 
     return probe
 

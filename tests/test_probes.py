@@ -70,9 +70,10 @@ def values(rows: list[dict], probe: str) -> dict[str, float]:
     return {r["layer"]: r["value"] for r in rows if r["probe"] == probe}
 
 
-def test_ics_is_zero_below_the_first_layer_and_at_lr_zero():
-    # Dropout on: G and G' must still see the same masks.
-    model = tiny(norm="batch", dropout=0.3, head_dropout=0.2)
+@pytest.mark.parametrize("norm", ["batch", "noisy_batch"])
+def test_ics_is_zero_below_the_first_layer_and_at_lr_zero(norm):
+    # Dropout and BN noise on: G and G' must still see the same masks and noise.
+    model = tiny(norm=norm, dropout=0.3, head_dropout=0.2)
     moved = step_probes(ProbeConfig(names=["ics"]), model, 0.1, X, Y, step=0)
     l2, cos = values(moved, "ics_l2"), values(moved, "ics_cos")
     assert list(l2) == list(cos) == ["0.0.conv", "1.0.conv", "2.3"]
@@ -84,13 +85,38 @@ def test_ics_is_zero_below_the_first_layer_and_at_lr_zero():
     assert values(still, "ics_cos") == pytest.approx(dict.fromkeys(l2, 1.0), abs=1e-12)
 
 
-def test_noisy_bn_ics_redraws_the_noise_for_the_moved_gradient():
-    """Noisy BN injects a shift every pass: G' sees fresh noise, so even at LR 0 (nothing
-    moves) its ICS is not 0 above the first layer, where plain BN's is exactly 0."""
-    still = step_probes(ProbeConfig(names=["ics"]), tiny(norm="noisy_batch"), 0.0, X, Y, step=0)
-    l2, cos = values(still, "ics_l2"), values(still, "ics_cos")
-    assert l2["0.0.conv"] == 0.0  # nothing below the first layer: G' is G by definition
-    assert l2["1.0.conv"] > 0 and l2["2.3"] > 0 and cos["2.3"] < 1
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_ics_update_is_the_step_the_optimizer_would_take(name):
+    """G' moves the lower layers by the run's actual next update (momentum buffer, weight
+    decay, Adam's moments), computed without touching the optimizer."""
+    from bnbench.config import OptimConfig
+    from bnbench.loop import make_optimizer
+    from bnbench.probes import next_update
+
+    model = tiny(norm="batch")
+    optimizer = make_optimizer(OptimConfig(name=name, lr=0.05, weight_decay=1e-3), model)
+    for start in (0, 32):  # two real steps: the momentum buffers / moments are not empty
+        sgd_step(model, optimizer, torch.arange(start, start + 32))
+    state = copy.deepcopy(optimizer.state_dict())
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = F.cross_entropy(model(X), Y)
+    grads = dict(zip(params, torch.autograd.grad(loss, list(model.parameters())), strict=True))
+
+    update = next_update(optimizer, params, grads, lr=0.02)
+    after = optimizer.state_dict()
+    assert after["param_groups"][0]["lr"] == 0.05  # the optimizer itself is left as found
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            torch.testing.assert_close(after["state"][index][key], value, rtol=0, atol=0)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.02
+    for p, g in zip(model.parameters(), grads.values(), strict=True):
+        p.grad = g
+    optimizer.step()  # the real step, after next_update: it must not have moved the state
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(update[n], p.detach() - params[n], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(update["0.0.conv.weight"], -0.02 * grads["0.0.conv.weight"])
+    assert next_update(None, params, grads, lr=0.02)["2.3.bias"].equal(-0.02 * grads["2.3.bias"])
 
 
 def snapshot(model: nn.Module) -> dict:
