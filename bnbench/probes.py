@@ -85,6 +85,7 @@ from bnbench.probes_models import (
     activations,
     batch_norms,
     batch_stat_model,
+    channel_dims,
     eval_copy,
     precise_bn_model,
     training_copy,
@@ -295,7 +296,7 @@ def _input_variances(model: nn.Module, names: list[str], x: Tensor) -> dict[str,
     modules = {name: model.get_submodule(name) for name in names}
     with _recording(modules) as inputs:
         model(x)
-    return {name: inputs[name].float().var(dim=(0, 2, 3)).mean() for name in names}
+    return {name: inputs[name].float().var(dim=channel_dims(inputs[name])).mean() for name in names}
 
 
 # ---------------------------------------------------------------------------------- helpers

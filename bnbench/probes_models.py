@@ -96,7 +96,7 @@ def _input_moments(model: nn.Module, module: nn.Module, x: Tensor, chunk: int):
         nonlocal count, mean, m2
         values = args[0]
         n = values.numel() // values.shape[1]
-        var_c, mean_c = torch.var_mean(values, dim=(0, 2, 3), correction=0)
+        var_c, mean_c = torch.var_mean(values, dim=channel_dims(values), correction=0)
         delta = mean_c.double() - mean
         m2 = m2 + var_c.double() * n + delta.square() * count * n / (count + n)
         mean = mean + delta * n / (count + n)
@@ -146,5 +146,12 @@ def activations(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def batch_norms(model: nn.Module) -> list[str]:
-    """The module paths of the BN layers (plain, ghost or noisy), in network order."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    """The module paths of the BN layers (plain, ghost or noisy, and the BN before the
+    classifier of model.head_norm), in network order."""
+    kinds = (nn.BatchNorm1d, nn.BatchNorm2d)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def channel_dims(values: Tensor) -> tuple[int, ...]:
+    """The dimensions BN pools over: all but the channels (dim 1)."""
+    return (0, *range(2, values.dim()))

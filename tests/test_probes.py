@@ -177,6 +177,19 @@ def test_precise_stats_are_the_exact_moments_of_each_bn_input():
     assert torch.equal(model[1][0].norm.running_var, running)  # the trained model untouched
 
 
+def test_the_bn_before_the_classifier_gets_precise_and_batch_statistics_too():
+    model = trained(head_norm=True)
+    precise = precise_bn_model(model, SPLITS.train_x, chunk=100)
+    with torch.no_grad():
+        pooled = precise[-1][1](precise[-1][0](precise[:-1](SPLITS.train_x))).double()
+    head_bn = precise[-1][2]
+    torch.testing.assert_close(head_bn.running_mean, pooled.mean(dim=0).float())
+    torch.testing.assert_close(head_bn.running_var, pooled.var(dim=0).float())
+    rows = final_probes(ProbeConfig(names=FINAL, test_batch_sizes=[8]), model, SPLITS, step=9)
+    assert values(rows, "var_shift").keys() == {"0.0.norm", "1.0.norm", "2.2"}
+    assert 0 < values(rows, "test_time_acc")["batch_b8_shuffled"] <= 1
+
+
 def test_batch_statistics_at_test_batch_one_matter_only_with_bn():
     cfg = ProbeConfig(names=["test_time"], test_batch_sizes=[1, 64])
     x = SPLITS.test_x
