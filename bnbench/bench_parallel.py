@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bnbench.runtime import available_cores
+from bnbench.machine import available_cores
 
 # 8 runs the size of the full claim profile's (5 000 images, half-width CNN, 4 epochs):
 # placement {pre, post} x lr {0.01, 0.1} x seed {0, 1}. Much shorter runs gain less, since

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bnbench.runtime import available_cores
+from bnbench.machine import available_cores
 from bnbench.store import RUNS_DIR, SUMMARY_FILE, write_atomic, write_csv
 
 PARTS = ("setup_s", "train_s", "eval_s", "probes_s")

@@ -140,7 +140,8 @@ def run(
             except OSError as error:
                 reason = error.strerror or str(error)
                 fail(f"invalid results_dir={first.results_dir!r}: not writable ({reason})")
-        from bnbench.runtime import available_cores, sigterm_raises  # torch loads here
+        from bnbench.machine import available_cores
+        from bnbench.runtime import sigterm_raises  # torch loads here
 
         if "hydra/launcher=submitit_local" in overrides and todo[0].config.threads is None:
             # submitit_local starts every job at once: share the cores instead of oversubscribing
@@ -304,7 +305,7 @@ def parallel_jobs() -> int:
     """How many runs share this machine now (joblib's n_jobs; 1 for the basic launcher)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from bnbench.runtime import available_cores
+    from bnbench.machine import available_cores
 
     n_jobs = HydraConfig.get().launcher.get("n_jobs", 1) or 1
     cores = available_cores()

@@ -17,7 +17,10 @@ built by bnbench.report_tables. Never imports torch.
 
 from __future__ import annotations
 
+import multiprocessing
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.aggregate import aggregate, factors, output_dir
+from bnbench.machine import available_cores
 from bnbench.plots import make_figures
 from bnbench.plots_style import FigureFile, fmt_value, norms_in
 from bnbench.report_render import Link, write_reports
@@ -233,12 +237,8 @@ def build_report(
     sweeps = sweeps_under(results_dir)
     if sweeps:
         root = results_dir if out is None else Path(out)
-        reports = []
-        for number, sweep in enumerate(sweeps, start=1):
-            if log is not None:
-                log(f"[{number}/{len(sweeps)}] {sweep.name}")
-            reports.append(build_report(sweep, None if out is None else root / sweep.name, True))
-        return build_index(root, reports)
+        targets = [(sweep, None if out is None else root / sweep.name) for sweep in sweeps]
+        return build_index(root, sweep_reports(targets, log or (lambda line: None)))
     source = output_dir(results_dir)
     out = source if out is None else Path(out)
     agg = aggregate(results_dir, out)
@@ -296,6 +296,38 @@ def other_settings(runs: pd.DataFrame, sweep: Path) -> list[str]:
     ]
 
 
+def sweep_reports(targets: list[tuple[Path, Path | None]], log: Callable[[str], None]) -> list:
+    """Each sweep's report (sweep, out); on several cores, sweeps side by side in worker
+    processes, since drawing the figures is most of a report's time. `log` is told each
+    sweep as it finishes; the reports come back in the order of `targets`."""
+    workers = min(available_cores(), len(targets))
+    if workers < 2:
+        reports = []
+        for number, (sweep, out) in enumerate(targets, start=1):
+            reports.append(_sweep_report(sweep, out))
+            log(f"[{number}/{len(targets)}] {sweep.name}")
+        return reports
+    context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {pool.submit(_sweep_report, sweep, out): sweep for sweep, out in targets}
+        for number, future in enumerate(as_completed(futures), start=1):
+            log(f"[{number}/{len(targets)}] {futures[future].name}")
+        return [future.result() for future in futures]
+
+
+def _sweep_report(sweep: Path, out: Path | None) -> ReportResult:
+    """One sweep's report, its warnings kept in the result (a worker's own warnings would
+    not reach the caller); skipped runs are in result.skipped already."""
+    from bnbench.run_reader import SkippedRunWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build_report(sweep, out, True)
+    said = [str(w.message) for w in caught if not issubclass(w.category, SkippedRunWarning)]
+    result.warnings += list(dict.fromkeys(said))
+    return result
+
+
 def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
     """REPORT.md and report.html at a results root: the claims' verdicts, then every sweep."""
     verdicts = Table([*INDEX_HEADER, "report"])
@@ -325,6 +357,7 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
         n_runs=n_runs,
         skipped=[s for r in reports for s in r.skipped],
         headline=text_table(verdicts if verdicts.rows else sweeps),
+        verdicts=[v for r in reports for v in r.verdicts],
         warnings=[f"{r.results_dir.name}: {line}" for r in reports for line in r.warnings],
     )
 

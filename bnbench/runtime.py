@@ -7,7 +7,6 @@ the CLI use the same helpers, so a benchmark measures the runner's own process s
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import signal
 import threading
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from bnbench.config import Config
+from bnbench.machine import available_cores
 from bnbench.model import norm_layers
 
 
@@ -97,17 +97,6 @@ def keep_freed_memory() -> None:
         return
     libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
     libc.mallopt(M_TRIM_THRESHOLD, 2**30)
-
-
-def available_cores() -> int:
-    """The CPUs this process may use: its affinity mask (what SLURM's cgroup or taskset set),
-    capped by SLURM_CPUS_PER_TASK on clusters that allocate CPUs without pinning them."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
 
 
 def resolve_device(name: str) -> torch.device:

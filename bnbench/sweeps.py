@@ -48,8 +48,8 @@ def record_claim_plans(sweeps: list[ClaimSweep], profile: str, overrides: list[s
 
 def train_claims(sweeps: list[ClaimSweep], jobs: int | None, log: Callable[[str], None]) -> None:
     """Every unfinished run of every sweep through one pool of `jobs` workers."""
+    from bnbench.machine import available_cores
     from bnbench.pool import run_pool
-    from bnbench.runtime import available_cores
 
     todo = [p.config for sweep in sweeps for p in sweep.todo]
     if not todo:
@@ -100,14 +100,17 @@ def launch_claims(sweeps: list[ClaimSweep], launcher: list[str]) -> None:
 
 
 def report_and_judge(sweeps: list[ClaimSweep], claims, console) -> None:
-    """Each sweep's report, the root's index, and each claim's verdict on the terminal."""
+    """Each sweep's report, the root's index, and each claim's verdict on the terminal (the
+    verdicts the reports computed)."""
     from bnbench.claims import verdict
     from bnbench.report import build_report
 
-    roots = {sweep.directory.parent for sweep in sweeps}
-    for root in roots:
-        build_report(root)
+    judged = {}
+    for root in dict.fromkeys(sweep.directory.parent for sweep in sweeps):
+        result = build_report(root)
+        judged |= {v.claim.name: v for v in result.verdicts}
         console.print(f"report: {root / 'report.html'}", highlight=False)
     for claim in claims:
         root = next(s.directory.parent for s in sweeps if s.experiment == claim.experiment)
-        console.print(verdict(claim.name, root).sentence, markup=False, highlight=False)
+        said = judged.get(claim.name) or verdict(claim.name, root)  # e.g. a sweep not reported
+        console.print(said.sentence, markup=False, highlight=False)
