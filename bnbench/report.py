@@ -296,7 +296,9 @@ def other_settings(runs: pd.DataFrame, sweep: Path) -> list[str]:
     ]
 
 
-def sweep_reports(targets: list[tuple[Path, Path | None]], log: Callable[[str], None]) -> list:
+def sweep_reports(
+    targets: list[tuple[Path, Path | None]], log: Callable[[str], None]
+) -> list[ReportResult]:
     """Each sweep's report (sweep, out); on several cores, sweeps side by side in worker
     processes, since drawing the figures is most of a report's time. `log` is told each
     sweep as it finishes; the reports come back in the order of `targets`."""
