@@ -67,7 +67,6 @@ Details:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -87,6 +86,7 @@ from bnbench.probes_models import (
     batch_stat_model,
     channel_dims,
     eval_copy,
+    next_update,
     precise_bn_model,
     training_copy,
     weight_layers,
@@ -179,25 +179,6 @@ def ics(
         cos = cos.clamp(-1, 1)  # rounding can put it a hair outside
         measures += [("ics_l2", layer, float((g - g_moved).norm())), ("ics_cos", layer, float(cos))]
     return measures
-
-
-def next_update(
-    optimizer: torch.optim.Optimizer | None, params: Params, grads: Params, lr: float
-) -> Params:
-    """The change of each parameter if `optimizer` stepped now with `grads` at `lr`: a twin
-    optimizer over copies of the parameters, with the same state (momentum buffers, Adam's
-    moments), takes the step. Without an optimizer, a plain SGD step -lr * grad."""
-    if optimizer is None:
-        return {n: -lr * g for n, g in grads.items()}
-    copies = [p.clone().requires_grad_(True) for p in params.values()]
-    twin = type(optimizer)(copies, **optimizer.defaults)
-    twin.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # by position: same order
-    for group in twin.param_groups:
-        group["lr"] = lr
-    for c, name in zip(copies, params, strict=True):
-        c.grad = grads[name].clone()
-    twin.step()
-    return {n: c.detach() - p for (n, p), c in zip(params.items(), copies, strict=True)}
 
 
 @torch.no_grad()

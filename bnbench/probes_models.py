@@ -1,6 +1,7 @@
 """The models the probes measure: copies of a trained model in train mode (batch statistics,
 running ones untouched), eval mode, per-test-batch BN and exact-statistics ("precise") BN;
-their predictions and accuracy; and its layers by module path.
+their predictions and accuracy; its layers by module path; and the update its optimizer
+would make next (from a twin of the optimizer).
 
 Each copy leaves the model it was made from as found. bnbench.probes says what is measured
 on them.
@@ -155,3 +156,25 @@ def batch_norms(model: nn.Module) -> list[str]:
 def channel_dims(values: Tensor) -> tuple[int, ...]:
     """The dimensions BN pools over: all but the channels (dim 1)."""
     return (0, *range(2, values.dim()))
+
+
+def next_update(
+    optimizer: torch.optim.Optimizer | None,
+    params: dict[str, Tensor],
+    grads: dict[str, Tensor],
+    lr: float,
+) -> dict[str, Tensor]:
+    """The change of each parameter if `optimizer` stepped now with `grads` at `lr`: a twin
+    optimizer over copies of the parameters, with the same state (momentum buffers, Adam's
+    moments), takes the step. Without an optimizer, a plain SGD step -lr * grad."""
+    if optimizer is None:
+        return {n: -lr * g for n, g in grads.items()}
+    copies = [p.clone().requires_grad_(True) for p in params.values()]
+    twin = type(optimizer)(copies, **optimizer.defaults)
+    twin.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # by position: same order
+    for group in twin.param_groups:
+        group["lr"] = lr
+    for c, name in zip(copies, params, strict=True):
+        c.grad = grads[name].clone()
+    twin.step()
+    return {n: c.detach() - p for (n, p), c in zip(params.items(), copies, strict=True)}

@@ -91,7 +91,7 @@ def test_the_ics_update_is_the_step_the_optimizer_would_take(name):
     decay, Adam's moments), computed without touching the optimizer."""
     from bnbench.config import OptimConfig
     from bnbench.loop import make_optimizer
-    from bnbench.probes import next_update
+    from bnbench.probes_models import next_update
 
     model = tiny(norm="batch")
     optimizer = make_optimizer(OptimConfig(name=name, lr=0.05, weight_decay=1e-3), model)
