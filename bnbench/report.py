@@ -12,15 +12,13 @@ skipping and naming the broken ones, and writes into it:
 
 The report is assembled here once as a list of blocks (heading, paragraph, list, table,
 figure) and rendered twice, to Markdown and to HTML (bnbench.report_render); its tables are
-built by bnbench.report_tables. Never imports torch.
+built by bnbench.report_tables; a results root's sweeps and index by bnbench.report_index.
+Never imports torch.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +26,6 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.aggregate import aggregate, factors, output_dir
-from bnbench.machine import available_cores
 from bnbench.plots import make_figures
 from bnbench.plots_style import FigureFile, fmt_value, norms_in
 from bnbench.report_render import Link, write_reports
@@ -41,8 +38,6 @@ from bnbench.report_tables import (
     text_table,
 )
 from bnbench.stats import BOOTSTRAP_MIN_N
-from bnbench.store import RUNS_DIR
-from bnbench.verdicts import INDEX_HEADER, index_row
 
 # Settings worth stating when they are the same for every run.
 KEY_SETTINGS = [
@@ -212,13 +207,6 @@ def claim_blocks(sweep: Path, result) -> list:
 # --- entry points --------------------------------------------------------------------------
 
 
-def sweeps_under(root: Path) -> list[Path]:
-    """The sweeps directly under a results root: its subdirectories holding runs/."""
-    if root.name == RUNS_DIR or (root / RUNS_DIR).is_dir():
-        return []  # root is a sweep itself
-    return sorted(p for p in root.iterdir() if (p / RUNS_DIR).is_dir())
-
-
 def build_report(
     results_dir: str | Path,
     out: str | Path | None = None,
@@ -229,16 +217,15 @@ def build_report(
     results root holding several sweeps, one report per sweep and an index with the claims'
     verdicts. Everything is written into out (default: results_dir itself), so read-only
     results can be reported elsewhere. index: the sweep's report links up to the index of
-    the results root above it. log: told each sweep as its report starts (a large tree takes
-    minutes)."""
+    the results root above it. log: told each sweep as its report is done (a large tree
+    takes minutes)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoRunsError(f"no results directory at {results_dir}")
-    sweeps = sweeps_under(results_dir)
-    if sweeps:
-        root = results_dir if out is None else Path(out)
-        targets = [(sweep, None if out is None else root / sweep.name) for sweep in sweeps]
-        return build_index(root, sweep_reports(targets, log or (lambda line: None)))
+    from bnbench.report_index import build_root_report, sweeps_under  # imports this module
+
+    if sweeps_under(results_dir):
+        return build_root_report(results_dir, out, log or (lambda line: None))
     source = output_dir(results_dir)
     out = source if out is None else Path(out)
     agg = aggregate(results_dir, out)
@@ -294,84 +281,6 @@ def other_settings(runs: pd.DataFrame, sweep: Path) -> list[str]:
         f"{(~planned).sum()} run(s) in {sweep} have other settings than this sweep's plan "
         f"({', '.join(fixed)}); every table reports each setting on its own rows"
     ]
-
-
-def sweep_reports(
-    targets: list[tuple[Path, Path | None]], log: Callable[[str], None]
-) -> list[ReportResult]:
-    """Each sweep's report (sweep, out); on several cores, sweeps side by side in worker
-    processes, since drawing the figures is most of a report's time. `log` is told each
-    sweep as it finishes; the reports come back in the order of `targets`."""
-    workers = min(available_cores(), len(targets))
-    if workers < 2:
-        reports = []
-        for number, (sweep, out) in enumerate(targets, start=1):
-            reports.append(_sweep_report(sweep, out))
-            log(f"[{number}/{len(targets)}] {sweep.name}")
-        return reports
-    context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_sweep_report, sweep, out): sweep for sweep, out in targets}
-        for number, future in enumerate(as_completed(futures), start=1):
-            log(f"[{number}/{len(targets)}] {futures[future].name}")
-        return [future.result() for future in futures]
-
-
-def _sweep_report(sweep: Path, out: Path | None) -> ReportResult:
-    """One sweep's report, its warnings kept in the result (a worker's own warnings would
-    not reach the caller); skipped runs are in result.skipped already."""
-    from bnbench.run_reader import SkippedRunWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = build_report(sweep, out, True)
-    said = [str(w.message) for w in caught if not issubclass(w.category, SkippedRunWarning)]
-    result.warnings += list(dict.fromkeys(said))
-    return result
-
-
-def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
-    """REPORT.md and report.html at a results root: the claims' verdicts, then every sweep."""
-    verdicts = Table([*INDEX_HEADER, "report"])
-    sweeps = Table(["sweep", "runs", "skipped", "report"])
-    for report in sorted(reports, key=lambda r: sweep_order(r.results_dir)):
-        html_page, md_page = (p.relative_to(root).as_posix() for p in report_pages(report))
-        link = Link(report.results_dir.name, html_page, md_page)
-        page = Link("report", html_page, md_page)
-        sweeps.rows.append([link, str(report.n_runs), str(len(report.skipped)), page])
-        for result in report.verdicts:
-            name, *rest = index_row(result)
-            verdicts.rows.append([Link(name, html_page, md_page), *rest, page])
-    n_runs = sum(r.n_runs for r in reports)
-    blocks: list = [("h1", f"bnbench report: {root.resolve().name}")]
-    blocks.append(("p", f"{len(reports)} sweep(s), {n_runs} finished run(s)."))
-    if verdicts.rows:
-        blocks += [("h2", "Claims"), ("table", verdicts)]
-    blocks += [("h2", "Sweeps"), ("table", sweeps)]
-    report_md, report_html = write_reports(blocks, root)
-    return ReportResult(
-        results_dir=root,
-        report_md=report_md,
-        report_html=report_html,
-        runs_csv=None,
-        curves_csv=None,
-        figures=[f for r in reports for f in r.figures],
-        n_runs=n_runs,
-        skipped=[s for r in reports for s in r.skipped],
-        headline=text_table(verdicts if verdicts.rows else sweeps),
-        verdicts=[v for r in reports for v in r.verdicts],
-        warnings=[f"{r.results_dir.name}: {line}" for r in reports for line in r.warnings],
-    )
-
-
-def report_pages(report: ReportResult) -> tuple[Path, Path]:
-    return report.report_html, report.report_md
-
-
-def sweep_order(sweep: Path) -> tuple:
-    """Claim sweeps first, by claim number; then the rest by name."""
-    claims = claims_of(sweep)
-    return (0, claims[0].number, "") if claims else (1, 0, sweep.name)
 
 
 def headline_text(result: ReportResult) -> str:
