@@ -13,6 +13,8 @@ A claim's verdict figure is drawn by bnbench.plots_claim.
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -349,13 +351,33 @@ def figure_specs(runs: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[str, st
     return specs
 
 
-def make_figures(runs: pd.DataFrame, curves: pd.DataFrame, directory: Path) -> list[FigureFile]:
-    """Draw and save every figure the sweep calls for into directory (PNG and SVG)."""
-    files = []
-    for name, title, caption, build in figure_specs(runs, curves):
-        fig = build()
-        png, svg = directory / f"{name}.png", directory / f"{name}.svg"
-        save(fig, png)
-        save(fig, svg)
-        files.append(FigureFile(name, title, caption, png, svg))
-    return files
+def make_figures(
+    runs: pd.DataFrame, curves: pd.DataFrame, directory: Path, workers: int = 1
+) -> list[FigureFile]:
+    """Draw and save every figure the sweep calls for into directory (PNG and SVG), shared
+    out over `workers` processes (this one draws its share too): drawing is most of a
+    report's time, and a sweep reported alone would leave the other cores idle."""
+    specs = figure_specs(runs, curves)
+    names = [name for name, *_ in specs]
+    shares = [names[i::workers] for i in range(min(workers, len(names)))]
+    if len(shares) < 2:
+        draw_figures(runs, curves, directory, names)
+    else:
+        context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
+        with ProcessPoolExecutor(len(shares) - 1, mp_context=context) as pool:
+            others = [pool.submit(draw_figures, runs, curves, directory, s) for s in shares[1:]]
+            draw_figures(runs, curves, directory, shares[0])
+            for future in others:
+                future.result()
+    return [
+        FigureFile(name, title, caption, directory / f"{name}.png", directory / f"{name}.svg")
+        for name, title, caption, _ in specs
+    ]
+
+
+def draw_figures(runs: pd.DataFrame, curves: pd.DataFrame, directory: Path, names: list[str]):
+    """Draw and save the named figures of figure_specs (a worker process rebuilds the specs:
+    their builders do not pickle)."""
+    for name, _, _, build in figure_specs(runs, curves):
+        if name in names:
+            save(build(), directory / f"{name}.png", directory / f"{name}.svg")

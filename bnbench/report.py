@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.aggregate import aggregate, factors, output_dir
+from bnbench.machine import available_cores
 from bnbench.plots import make_figures
 from bnbench.plots_style import FigureFile, fmt_value, norms_in
 from bnbench.report_render import Link, write_reports
@@ -193,7 +194,7 @@ def claim_blocks(sweep: Path, result) -> list:
     fig = plot_claim(result, f"Claim {claim.number}: {claim.name} ({result.profile})")
     stem = f"claim_{claim.number}"
     png, svg = sweep / "figures" / f"{stem}.png", sweep / "figures" / f"{stem}.svg"
-    save(fig, png), save(fig, svg)
+    save(fig, png, svg)
     caption = (
         "Paired differences treatment - control with 95% CIs, one panel per unit; the dashed "
         "lines are +-delta, the shaded side the one the claim predicts. "
@@ -212,13 +213,15 @@ def build_report(
     out: str | Path | None = None,
     index: bool = False,
     log: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> ReportResult:
     """Aggregate, draw and write the report for every finished run under results_dir; for a
     results root holding several sweeps, one report per sweep and an index with the claims'
     verdicts. Everything is written into out (default: results_dir itself), so read-only
     results can be reported elsewhere. index: the sweep's report links up to the index of
     the results root above it. log: told each sweep as its report is done (a large tree
-    takes minutes)."""
+    takes minutes). workers: processes drawing one sweep's figures (default: every
+    available core)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoRunsError(f"no results directory at {results_dir}")
@@ -232,7 +235,8 @@ def build_report(
     if agg.runs.empty:
         why = f" ({len(agg.skipped)} skipped as unfinished or corrupt)" if agg.skipped else ""
         raise NoRunsError(f"no finished runs under {results_dir}{why}")
-    figures = make_figures(agg.runs, agg.curves, out / "figures")
+    workers = available_cores() if workers is None else workers
+    figures = make_figures(agg.runs, agg.curves, out / "figures", workers)
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, source.resolve().name)
     mixed = [*agg.mixed, *other_settings(agg.runs, source)]

@@ -46,25 +46,26 @@ def sweep_reports(
     if workers < 2:
         reports = []
         for number, (sweep, out) in enumerate(targets, start=1):
-            reports.append(_sweep_report(sweep, out))
+            reports.append(_sweep_report(sweep, out, workers=None))  # figures on every core
             log(f"[{number}/{len(targets)}] {sweep.name}")
         return reports
     context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_sweep_report, sweep, out): sweep for sweep, out in targets}
+        futures = {pool.submit(_sweep_report, sweep, out, 1): sweep for sweep, out in targets}
         for number, future in enumerate(as_completed(futures), start=1):
             log(f"[{number}/{len(targets)}] {futures[future].name}")
         return [future.result() for future in futures]
 
 
-def _sweep_report(sweep: Path, out: Path | None) -> ReportResult:
-    """One sweep's report, its warnings kept in the result (a worker's own warnings would
-    not reach the caller); skipped runs are in result.skipped already."""
+def _sweep_report(sweep: Path, out: Path | None, workers: int | None) -> ReportResult:
+    """One sweep's report, its figures drawn by `workers` processes (None: every core), its
+    warnings kept in the result (a worker's own warnings would not reach the caller);
+    skipped runs are in result.skipped already."""
     from bnbench.run_reader import SkippedRunWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build_report(sweep, out, True)
+        result = build_report(sweep, out, True, workers=workers)
     said = [str(w.message) for w in caught if not issubclass(w.category, SkippedRunWarning)]
     result.warnings += list(dict.fromkeys(said))
     return result

@@ -76,6 +76,17 @@ def test_report_writes_tables_figures_and_both_reports(copy: Path):
     assert "val acc (%)" in headline
 
 
+def test_figures_drawn_by_two_processes_are_the_ones_one_process_draws(copy: Path, tmp_path):
+    """A sweep reported alone shares its figures out over the cores: same files, same bytes."""
+    build_report(copy, tmp_path / "one", workers=1)
+    result = build_report(copy, tmp_path / "two", workers=2)
+    one = sorted(p.name for p in (tmp_path / "one" / "figures").iterdir())
+    assert one == sorted(p.name for p in result.figures) and len(one) >= 6
+    for name in one:
+        drawn = (tmp_path / "two" / "figures" / name).read_bytes()
+        assert drawn == (tmp_path / "one" / "figures" / name).read_bytes(), name
+
+
 def test_corrupt_and_unfinished_runs_are_skipped_by_name(copy: Path):
     truncated, unfinished = find_run_dirs(copy)[:2]
     text = (truncated / "metrics.csv").read_text()
