@@ -70,6 +70,10 @@ class Claim:
     why: str  # why the primary measure is the sentence, and why its delta
     primary: Measure
     secondary: tuple[Measure, ...] = ()
+    # Further experiment files whose runs join the sweep: cells outside its main grid (one
+    # arm at one LR, say), which a cartesian Hydra sweep cannot hold. Secondary cells only:
+    # the quick profile leaves them out.
+    extra_cells: tuple[str, ...] = ()
 
 
 def load_claims(path: Path | None = None) -> dict[str, Claim]:
@@ -123,13 +127,20 @@ def parse_claim(name: str, fields: dict) -> Claim:
     if missing:
         raise ClaimFileError(f"claim {name!r}: missing {', '.join(missing)}")
     secondary = tuple(parse_measure(name, m) for m in fields.get("secondary") or [])
-    known = {*required, "secondary"}
+    extra_cells = fields.get("extra_cells") or []
+    if not isinstance(extra_cells, list) or not all(isinstance(e, str) for e in extra_cells):
+        raise ClaimFileError(f"claim {name!r}: extra_cells must be a list of experiment names")
+    known = {*required, "secondary", "extra_cells"}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ClaimFileError(f"claim {name!r}: unknown key(s) {', '.join(unknown)}")
     base = {k: fields[k] for k in required if k != "primary"}
     return Claim(
-        name=name, **base, primary=parse_measure(name, fields["primary"]), secondary=secondary
+        name=name,
+        **base,
+        primary=parse_measure(name, fields["primary"]),
+        secondary=secondary,
+        extra_cells=tuple(extra_cells),
     )
 
 

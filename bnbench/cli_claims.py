@@ -93,6 +93,7 @@ def claims_show(name: str, config_dir: str = CONFIG_DIR) -> None:
         ("text", claim.text),
         ("source", f"../shared/seeds/{claim.source}.txt"),
         ("sweep", f"experiment/{claim.experiment}.yaml in the config search path"),
+        *[("+ cells", f"experiment/{e}.yaml (not under quick)") for e in claim.extra_cells],
         ("primary", f"{p.label}: {_arms(p)}; claimed {p.direction}, delta {p.delta:g} {p.unit}"),
         ("why", claim.why),
         *[("secondary", f"{m.label} [{m.unit}]") for m in claim.secondary],

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bnbench.config import ConfigError
 from bnbench.plan import PlannedRun, expand
 from bnbench.planfile import record_plans
 from bnbench.store import sweep_dir
@@ -30,15 +31,35 @@ class ClaimSweep:
         return [p for p in self.plan if not p.done]
 
 
+PRIMARY_ONLY_PROFILES = ("quick",)  # profiles that leave out the claims' extra_cells
+
+
 def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
-    """Each distinct experiment of the claims, planned once (claims 4 and 10 share one);
-    raises ConfigError on a bad override. Nothing is written (see record_claim_plans)."""
+    """Each distinct experiment of the claims, planned once (claims 4 and 10 share one),
+    with the claims' extra cells (further experiment files writing into the same sweep)
+    unless the profile runs primary cells only; raises ConfigError on a bad override or an
+    extra cell that writes elsewhere. Nothing is written (see record_claim_plans)."""
     sweeps = []
     for experiment in dict.fromkeys(c.experiment for c in claims):
-        args = [f"experiment={experiment}", f"profile={profile}", *overrides]
-        plan = expand(args, multirun=True)
-        sweeps.append(ClaimSweep(experiment, profile, sweep_dir(plan[0].config), plan))
+        plan = _plan(experiment, profile, overrides)
+        directory = sweep_dir(plan[0].config)
+        if profile not in PRIMARY_ONLY_PROFILES:
+            extras = {e: None for c in claims if c.experiment == experiment for e in c.extra_cells}
+            for extra in extras:
+                cells = _plan(extra, profile, overrides)
+                if sweep_dir(cells[0].config) != directory:
+                    raise ConfigError(
+                        f"experiment {extra!r} (an extra cell of {experiment!r}) writes to "
+                        f"{sweep_dir(cells[0].config)}, not {directory}: set its `sweep`"
+                    )
+                known = {p.run_id for p in plan}
+                plan += [p for p in cells if p.run_id not in known]
+        sweeps.append(ClaimSweep(experiment, profile, directory, plan))
     return sweeps
+
+
+def _plan(experiment: str, profile: str, overrides: list[str]) -> list[PlannedRun]:
+    return expand([f"experiment={experiment}", f"profile={profile}", *overrides], multirun=True)
 
 
 def record_claim_plans(sweeps: list[ClaimSweep], profile: str, overrides: list[str]) -> None:

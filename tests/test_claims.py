@@ -125,12 +125,16 @@ CONDITIONS = ["running", "precise"] + [
 ]
 
 
-def synthetic_sweep(experiment: str, profile: list[str], directory: Path) -> pd.DataFrame:
-    """The profile's planned runs as a runs table with made-up results, and for each run an
-    evals.csv and a probes.csv, so every measure has what it reads."""
-    from bnbench.plan import expand
+def synthetic_sweep(
+    experiment: str, profile: str, overrides: list[str], directory: Path
+) -> pd.DataFrame:
+    """The profile's planned runs (the claims' extra cells included, as `claims run` plans
+    them) as a runs table with made-up results, and for each run an evals.csv and a
+    probes.csv, so every measure has what it reads."""
+    from bnbench.sweeps import plan_claims
 
-    plan = expand([f"experiment={experiment}", *profile], multirun=True)
+    claims = [c for c in CLAIMS.values() if c.experiment == experiment]
+    plan = plan_claims(claims, profile, overrides)[0].plan
     rng = np.random.default_rng(0)
     rows = []
     for p in plan:
@@ -159,20 +163,22 @@ def synthetic_sweep(experiment: str, profile: list[str], directory: Path) -> pd.
     return pd.DataFrame(rows)
 
 
-def synthetic_sweeps(root: Path, profile: list[str]) -> dict[str, tuple[pd.DataFrame, Path]]:
+def synthetic_sweeps(
+    root: Path, profile: str, overrides: list[str]
+) -> dict[str, tuple[pd.DataFrame, Path]]:
     experiments = dict.fromkeys(c.experiment for c in CLAIMS.values())
-    return {e: (synthetic_sweep(e, profile, root / e), root / e) for e in experiments}
+    return {e: (synthetic_sweep(e, profile, overrides, root / e), root / e) for e in experiments}
 
 
 @pytest.fixture(scope="module")
 def full_sweeps(tmp_path_factory) -> dict[str, tuple[pd.DataFrame, Path]]:
     # The full profile's cells, at three of its seeds (planning is about 20 ms a run).
-    return synthetic_sweeps(tmp_path_factory.mktemp("full"), ["profile=full", "seed=0,1,2"])
+    return synthetic_sweeps(tmp_path_factory.mktemp("full"), "full", ["seed=0,1,2"])
 
 
 @pytest.fixture(scope="module")
 def quick_sweeps(tmp_path_factory) -> dict[str, tuple[pd.DataFrame, Path]]:
-    return synthetic_sweeps(tmp_path_factory.mktemp("quick"), ["profile=quick"])
+    return synthetic_sweeps(tmp_path_factory.mktemp("quick"), "quick", [])
 
 
 @pytest.mark.parametrize("name", list(CLAIMS))
@@ -215,6 +221,32 @@ def test_the_quick_sweep_holds_each_primary_measure_over_three_seeds(quick_sweep
     assert sorted(diffs["seed"]) == [0, 1, 2] and diffs["diff"].notna().all(), name
 
 
+def test_an_extra_cell_joins_its_claims_sweep_in_the_full_profile_only():
+    """Claim 10's variance-shift arm trains at one LR beside claim 4's LR grid (no cartesian
+    sweep holds both); the quick profile, primary cells only, leaves it out."""
+    from bnbench.sweeps import plan_claims
+
+    claims = [CLAIMS["regularization"], CLAIMS["dropout-interplay"]]
+    full = plan_claims(claims, "full", ["seed=0"])[0].plan
+    before = {p.config.optim.lr for p in full if p.config.model.dropout_position == "before_norm"}
+    assert before == {0.01}
+    assert {p.config.optim.lr for p in full} == {0.01, 0.03, 0.1, 0.3}
+    assert len({p.run_id for p in full}) == len(full)
+    quick = plan_claims(claims, "quick", [])[0].plan
+    assert not any(p.config.model.dropout for p in quick)
+
+
+def test_an_extra_cell_that_writes_to_another_sweep_is_refused():
+    from dataclasses import replace
+
+    from bnbench.config import ConfigError
+    from bnbench.sweeps import plan_claims
+
+    stray = replace(CLAIMS["test-time-stats"], extra_cells=("claim_placement",))
+    with pytest.raises(ConfigError, match="claim_placement.*set its `sweep`"):
+        plan_claims([stray], "full", ["seed=0"])
+
+
 # --- a malformed claims file ---------------------------------------------------------------
 
 
@@ -248,6 +280,7 @@ def edit(change):
         (edit(lambda e: e["primary"].update(delta=None)), ["delta"]),
         (edit(lambda e: e["primary"]["args"].update(metrc="val_acc")), ["metrc"]),
         (edit(lambda e: e["primary"].update(treatment="post")), ["treatment"]),
+        (edit(lambda e: e.update(extra_cells="claim_placement")), ["extra_cells"]),
         (lambda: None, []),
     ],
 )
