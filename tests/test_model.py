@@ -140,3 +140,55 @@ def test_norm_layers_lists_the_slots_in_order():
     model = build_model(ModelConfig(norm="group", groups=8, depth=2), 1, 10, seed=0)
     slots = norm_layers(model)
     assert len(slots) == 6 and all(isinstance(s, nn.GroupNorm) for s in slots)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ghost_bn_normalizes_each_sub_batch_as_bn_would_and_keeps_their_mean_statistics(
+    channels_last,
+):
+    """Ghost BN over sub-batches of 4 in a batch of 12: each sub-batch's output and input
+    gradient are those of a BatchNorm2d seeing that sub-batch alone; the running statistics
+    move toward the mean of the sub-batches' statistics."""
+    torch.manual_seed(0)
+    ghost = GhostBatchNorm2d(3, 4)
+    with torch.no_grad():
+        ghost.weight.uniform_(0.5, 1.5)
+        ghost.bias.uniform_(-1, 1)
+    x = 2 + 3 * torch.randn(12, 3, 5, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = ghost(x)
+    (grad,) = torch.autograd.grad(out.pow(3).sum(), x)
+
+    running_mean, running_var = torch.zeros(3), torch.zeros(3)
+    for part in range(3):
+        bn = nn.BatchNorm2d(3, momentum=1.0)  # running stats := this sub-batch's
+        bn.load_state_dict(
+            {k: v for k, v in ghost.state_dict().items() if "running" not in k}, strict=False
+        )
+        chunk = x.detach()[4 * part : 4 * part + 4].clone().requires_grad_()
+        expected = bn(chunk)
+        (expected_grad,) = torch.autograd.grad(expected.pow(3).sum(), chunk)
+        torch.testing.assert_close(out[4 * part : 4 * part + 4], expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            grad[4 * part : 4 * part + 4], expected_grad, atol=1e-4, rtol=1e-4
+        )
+        running_mean += bn.running_mean / 3
+        running_var += bn.running_var / 3
+    torch.testing.assert_close(ghost.running_mean, 0.1 * running_mean)  # from 0, momentum 0.1
+    torch.testing.assert_close(ghost.running_var, 0.9 + 0.1 * running_var)  # from 1
+    ghost.eval()  # evaluation: the running statistics, whatever the batch
+    torch.testing.assert_close(
+        ghost(x.detach()[:4]),
+        nn.functional.batch_norm(
+            x.detach()[:4],
+            ghost.running_mean,
+            ghost.running_var,
+            ghost.weight,
+            ghost.bias,
+            False,
+            0.0,
+            ghost.eps,
+        ),
+    )
