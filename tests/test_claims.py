@@ -221,17 +221,24 @@ def test_the_quick_sweep_holds_each_primary_measure_over_three_seeds(quick_sweep
     assert sorted(diffs["seed"]) == [0, 1, 2] and diffs["diff"].notna().all(), name
 
 
-def test_an_extra_cell_joins_its_claims_sweep_in_the_full_profile_only():
-    """Claim 10's variance-shift arm trains at one LR beside claim 4's LR grid (no cartesian
-    sweep holds both); the quick profile, primary cells only, leaves it out."""
+def test_extra_cells_join_their_claims_sweep_in_the_full_profile_only():
+    """Claim 10's variance-shift arm trains at one LR and claim 4's no-BN arms on their own LR
+    grid, a half-decade below BN's (no cartesian sweep holds these); each claim plans only its
+    own extra cells; the quick profile, primary cells only, leaves them out."""
     from bnbench.sweeps import plan_claims
 
     claims = [CLAIMS["regularization"], CLAIMS["dropout-interplay"]]
     full = plan_claims(claims, "full", ["seed=0"])[0].plan
-    before = {p.config.optim.lr for p in full if p.config.model.dropout_position == "before_norm"}
-    assert before == {0.01}
-    assert {p.config.optim.lr for p in full} == {0.01, 0.03, 0.1, 0.3}
-    assert len({p.run_id for p in full}) == len(full)
+    lrs = {}
+    for p in full:
+        arm = (p.config.model.norm, p.config.model.dropout_position, p.config.model.dropout)
+        lrs.setdefault(arm, set()).add(p.config.optim.lr)
+    assert lrs[("batch", "before_norm", 0.3)] == {0.01}
+    assert lrs[("batch", "after_norm", 0.0)] == {0.03, 0.1, 0.3, 1.0}
+    assert lrs[("none", "after_norm", 0.0)] == {0.003, 0.01, 0.03, 0.1}
+    assert len({p.run_id for p in full}) == len(full) == 21
+    alone = plan_claims([CLAIMS["dropout-interplay"]], "full", ["seed=0"])[0].plan
+    assert {p.config.model.norm for p in alone} == {"batch"} and len(alone) == 13
     quick = plan_claims(claims, "quick", [])[0].plan
     assert not any(p.config.model.dropout for p in quick)
 
