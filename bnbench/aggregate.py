@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnbench.config import NOT_IDENTITY, NUM_CLASSES, Config
+from bnbench.config import NORM_ONLY_KEYS, NOT_IDENTITY, NUM_CLASSES, Config
 from bnbench.run_reader import FINAL_COLUMNS, Run, scan
 from bnbench.store import OPTIONAL_FINAL_KEYS, RUNS_DIR, write_atomic
 
@@ -50,7 +50,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         s = run.summary
-        row = {"run_id": s["run_id"], "status": s["status"], **run.config}
+        row = {"run_id": s["run_id"], "status": s["status"], **applicable(run.config)}
         row |= {k: s["final"][k] for k in FINAL_COLUMNS}
         row |= {k: s["final"][k] for k in OPTIONAL_FINAL_KEYS if k in s["final"]}
         row |= {k: s.get(k) for k in ("best_val_acc", "best_epoch", "epochs_completed")}
@@ -66,13 +66,21 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     return table.astype({c: float for c in numeric} | {"best_epoch": "Int64"})
 
 
+def applicable(config: dict) -> dict:
+    """The run's config with the keys its norm does not read (NORM_ONLY_KEYS) set to None."""
+    norm = config.get("model.norm")
+    blank = {k: None for k, only in NORM_ONLY_KEYS.items() if k in config and only != norm}
+    return config | blank
+
+
 def curves_table(runs: list[Run], keys: list[str]) -> pd.DataFrame:
     frames = []
     for run in runs:
         frame = run.metrics.copy()
         frame["elapsed_s"] = frame["epoch_time_s"].cumsum()
         frame["status"] = run.summary["status"]
-        ids = {"run_id": run.summary["run_id"]} | {k: run.config.get(k) for k in keys}
+        config = applicable(run.config)
+        ids = {"run_id": run.summary["run_id"]} | {k: config.get(k) for k in keys}
         frames.append(frame.assign(**ids)[[*ids, *frame.columns]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

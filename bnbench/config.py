@@ -289,6 +289,10 @@ def to_config(cfg: DictConfig | Config) -> Config:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), node))
 
 
+# Config keys that only runs of one norm read: in the run tables they are blank for the
+# other norms, so a BN or plain run is not listed (nor paired) under noisy BN's noise level.
+NORM_ONLY_KEYS = {"model.noise_std": "noisy_batch", "model.groups": "group"}
+
 # Keys that say where or how a run executes, not what it computes.
 NOT_IDENTITY = (
     "dataset.data_dir",

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from bnbench.aggregate import factors, identity_columns, varying_columns
+from bnbench.config import NORM_ONLY_KEYS
 
 CONFIDENCE = 0.95
 BOOTSTRAP_MIN_N = 10  # below this, the t-interval is the honest choice
@@ -298,16 +299,29 @@ def paired_differences(
 ) -> pd.DataFrame:
     """treatment - control per matched pair: runs that share every config key but `factor`,
     seed included. Columns: the pairing keys, treatment, control, diff, and each side's
-    run_id and status. Unmatched runs have no row."""
+    run_id and status. Unmatched runs have no row. A key only one of two norms reads
+    (noisy BN's noise level against the plain net) is not matched on; the rows carry the
+    treatment's value."""
     keys = [c for c in identity_columns(runs) if c != factor]
     values = runs[keys].assign(value=scored(runs, metric), run_id=runs["run_id"])
     values["status"] = runs["status"]
     arm_t = values[runs[factor].eq(treatment)]
     arm_c = values[runs[factor].eq(control)]
-    pairs = arm_t.merge(arm_c, on=keys, suffixes=("_treatment", "_control"))
+    one_sided = [k for k in one_norm_keys(factor, treatment, control) if k in keys]
+    matched = [k for k in keys if k not in one_sided]
+    pairs = arm_t.merge(
+        arm_c.drop(columns=one_sided), on=matched, suffixes=("_treatment", "_control")
+    )
     pairs = pairs.rename(columns={"value_treatment": "treatment", "value_control": "control"})
     pairs["diff"] = pairs["treatment"] - pairs["control"]
     return pairs
+
+
+def one_norm_keys(factor: str, treatment, control) -> list[str]:
+    """The NORM_ONLY_KEYS that exactly one of two compared norms reads."""
+    if factor != "model.norm":
+        return []
+    return [k for k, only in NORM_ONLY_KEYS.items() if (only == treatment) != (only == control)]
 
 
 def effects(

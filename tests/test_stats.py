@@ -111,6 +111,32 @@ def test_pairs_never_cross_other_config_keys():
     assert paired_differences(runs, "val_acc").empty
 
 
+def test_a_key_only_one_norm_reads_is_blank_for_the_others_and_not_matched_on():
+    """Noisy BN at two noise levels each pairs with the one plain run per seed, whose noise
+    level (a default it never reads) the run table leaves blank."""
+    from bnbench.aggregate import applicable
+
+    plain = applicable({"model.norm": "none", "model.noise_std": 0.5, "model.groups": 8})
+    assert plain == {"model.norm": "none", "model.noise_std": None, "model.groups": None}
+    noisy = {"model.norm": "noisy_batch", "model.noise_std": 0.2, "model.groups": 8}
+    assert applicable(noisy)["model.noise_std"] == 0.2
+    rows = [
+        {"model.norm": "none", "model.noise_std": None, "seed": s, "val_acc": 0.5} for s in (0, 1)
+    ]
+    for level, acc in ((0.1, 0.8), (0.2, 0.7)):
+        rows += [
+            {"model.norm": "noisy_batch", "model.noise_std": level, "seed": s, "val_acc": acc}
+            for s in (0, 1)
+        ]
+    table = effects(runs_table(rows), ["val_acc"], treatment="noisy_batch").set_index(
+        "model.noise_std"
+    )
+    assert table["n"].tolist() == [2, 2]
+    assert table.loc[0.1, "mean"] == pytest.approx(0.3) and table.loc[0.2, "mean"] == pytest.approx(
+        0.2
+    )
+
+
 def test_diverged_runs_count_at_chance_and_are_counted():
     runs = runs_table(
         [
