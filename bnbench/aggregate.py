@@ -73,6 +73,13 @@ def applicable(config: dict) -> dict:
     return config | blank
 
 
+def one_norm_keys(factor: str, treatment, control) -> list[str]:
+    """The NORM_ONLY_KEYS that exactly one of two compared norms reads."""
+    if factor != "model.norm":
+        return []
+    return [k for k, only in NORM_ONLY_KEYS.items() if (only == treatment) != (only == control)]
+
+
 def curves_table(runs: list[Run], keys: list[str]) -> pd.DataFrame:
     frames = []
     for run in runs:
@@ -169,7 +176,7 @@ def _is_json_list(value) -> bool:
 
 
 def _with_scored(runs: pd.DataFrame) -> pd.DataFrame:
-    from bnbench.stats import ACCURACY_METRICS, scored  # stats imports this module
+    from bnbench.run_stats import ACCURACY_METRICS, scored  # run_stats imports this module
 
     metrics = [m for m in ACCURACY_METRICS if m in runs.columns]
     return runs.assign(**{f"{m}_scored": scored(runs, m) for m in metrics})

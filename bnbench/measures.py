@@ -34,7 +34,7 @@ from bnbench.pairing import (
     short_key,
     split_by,
 )
-from bnbench.stats import scored
+from bnbench.run_stats import scored
 from bnbench.store import EVALS_FILE, PROBES_FILE, run_path
 
 TRAINS_FRACTION = 0.5  # "trains": final val accuracy at least halfway from chance to the best

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bnbench.stats import scored
+from bnbench.run_stats import scored
 
 Arm = dict  # {config key: value or list of values}
 

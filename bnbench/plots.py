@@ -48,7 +48,7 @@ from bnbench.plots_style import (
     percent,
     save,
 )
-from bnbench.stats import best_cells, mean_ci_by, scored, summarize
+from bnbench.run_stats import best_cells, mean_ci_by, scored, summarize
 
 # factor -> (file name, title, x-axis label)
 FACTOR_FIGURES = {

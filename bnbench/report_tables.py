@@ -14,7 +14,8 @@ import pandas as pd
 
 from bnbench.aggregate import factors
 from bnbench.plots_style import fmt_value, norm_label, norms_in
-from bnbench.stats import effects, fmt_p, holm, summarize
+from bnbench.run_stats import effects, summarize
+from bnbench.stats import fmt_p, holm
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
 

@@ -19,7 +19,7 @@ from bnbench.plots import figure_specs, plot_dropout, plot_factor
 from bnbench.plots_style import norm_label
 from bnbench.report import NoRunsError, build_report, headline_text
 from bnbench.run_reader import SkippedRunWarning, find_run_dirs
-from bnbench.stats import summarize
+from bnbench.run_stats import summarize
 
 EPOCHS = 2
 

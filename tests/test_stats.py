@@ -11,25 +11,21 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from bnbench.run_stats import best_cells, effects, paired_differences, scored, summarize
 from bnbench.stats import (
     EXACT_MAX_N,
     MIN_DECISIVE_N,
     MONTE_CARLO_PATTERNS,
     OUTCOMES,
-    best_cells,
     bootstrap_ci,
     ci_mean,
     detectable,
-    effects,
     holm,
     interval,
     judge_paired,
     mean_difference,
-    paired_differences,
-    scored,
     seeds_needed,
     sign_flip_pvalue,
-    summarize,
 )
 
 T_975_3DOF = 3.182446  # t quantile for a 95% interval with n = 4
