@@ -3,11 +3,12 @@
 The mini-sweep is claim 9's (3 placement arms x 2 activations x 4 LRs = 24 runs per seed) at
 the full profile's data size, run twice in fresh directories, one after the other:
 
-    old   `bnbench run -m` (Hydra's joblib launcher), the test set evaluated every epoch and
-          validation on all 5 000 images: what every sweep did before the measures said
-          what they read;
-    new   `bnbench claims run` (one pool of warm workers), validation on the claim's subset,
-          the test set at the last epoch only.
+    old   what `make claim-placement` ran before `claims run`: `bnbench run -m` (Hydra's
+          joblib launcher) with the test set evaluated every epoch and validation on all
+          5 000 images, then `bnbench report` and `bnbench claims verdict`, each its own
+          process;
+    new   `bnbench claims run` (one pool of warm workers; the report and verdict in the same
+          process), validation where the claim's config says, the test set at the last epoch.
 
 From each run's summary.json (`timing`: setup, train steps, evaluation, probes) and the
 sweep's wall time: seconds and fractions of the workers' time (wall x workers), the rest
@@ -27,23 +28,41 @@ from bnbench.machine import available_cores
 from bnbench.store import RUNS_DIR, SUMMARY_FILE, write_atomic, write_csv
 
 PARTS = ("setup_s", "train_s", "eval_s", "probes_s")
-OLD_EVAL = ["train.test_every_epoch=true", "train.val_subset=null"]
+SWEEP = "claim_placement"
+OLD_EVAL = ["train.test_every_epoch=true", "train.val_subset=null", "train.val_every_epochs=1"]
 
 
-def commands(root: Path, seeds: int) -> dict[str, list[str]]:
+def commands(root: Path, seeds: int) -> dict[str, list[list[str]]]:
+    """Each way's commands, run one after the other."""
     seed = f"seed={','.join(str(s) for s in range(seeds))}"
     cli = [sys.executable, "-m", "bnbench.cli"]
     common = ["profile=full", seed, "progress=false"]
+    old, new = root / "old", root / "new"
     return {
         "old": [
-            *cli,
-            *("run", "-m", "experiment=claim_placement", *common, *OLD_EVAL),
-            f"results_dir={root / 'old'}",
+            [
+                *cli,
+                "run",
+                "-m",
+                "experiment=claim_placement",
+                *common,
+                *OLD_EVAL,
+                f"results_dir={old}",
+            ],
+            [*cli, "report", str(old / SWEEP)],
+            [*cli, "claims", "verdict", "placement", str(old)],
         ],
         "new": [
-            *cli,
-            *("claims", "run", "placement", "--profile", "full", *common),
-            f"results_dir={root / 'new'}",
+            [
+                *cli,
+                "claims",
+                "run",
+                "placement",
+                "--profile",
+                "full",
+                *common,
+                f"results_dir={new}",
+            ],
         ],
     }
 
@@ -74,12 +93,13 @@ def run_sweep_bench(seeds: int, out_dir: str, log=print) -> dict:
     workers = available_cores()
     results = {}
     with tempfile.TemporaryDirectory(prefix="bnbench-sweep-") as tmp:
-        for name, command in commands(Path(tmp), seeds).items():
-            log(f"{name}: {' '.join(command[2:])}")
+        for name, way in commands(Path(tmp), seeds).items():
             start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True, text=True)
+            for command in way:
+                log(f"{name}: {' '.join(command[2:])}")
+                subprocess.run(command, check=True, capture_output=True, text=True)
             wall = time.perf_counter() - start
-            results[name] = breakdown(Path(tmp) / name / "claim_placement", wall, workers)
+            results[name] = breakdown(Path(tmp) / name / SWEEP, wall, workers)
             log(f"{name}: {results[name]['runs']} runs in {wall:.0f} s")
     results["new_over_old_wall"] = results["new"]["wall_s"] / results["old"]["wall_s"]
     out = Path(out_dir)

@@ -133,7 +133,7 @@ def bench(
     sweep: bool = typer.Option(
         False, "--sweep", help="where a claim sweep's time goes, the old way and the new"
     ),
-    seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the 12-run mini-sweep"),
+    seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the 24-run mini-sweep"),
 ) -> None:
     from bnbench.bench import BenchOptions, run_bench
 

@@ -100,10 +100,12 @@ class TrainConfig:
     diverge_factor: float = 10.0  # loss above this multiple of its first value = diverged
     checkpoint: bool = False  # save the state every epoch; a killed run resumes from it
     amp: bool = False  # CUDA only: bf16 autocast for training steps, normalization in fp32
-    # What is evaluated: validation every epoch, on its first val_subset images (all when
-    # fewer), and every val_every steps when set (evals.csv); the test set at the last epoch
-    # (every epoch with test_every_epoch, which no measure needs).
+    # What is evaluated: validation after every val_every_epochs-th epoch and the last, on the
+    # first val_subset images (all when fewer), and every val_every steps when set (evals.csv);
+    # the test set at the last epoch (every validated epoch with test_every_epoch, which no
+    # measure needs).
     val_subset: int | None = None
+    val_every_epochs: int = 1
     val_every: int | None = None
     test_every_epoch: bool = False
     eval_train: bool = False  # after the last epoch: eval-mode loss/accuracy on the training set
@@ -258,6 +260,8 @@ def validate(cfg: Config) -> None:
         _refuse("train.diverge_factor", t.diverge_factor, "must be > 1")
     if t.val_subset is not None and t.val_subset < 1:
         _refuse("train.val_subset", t.val_subset, "must be >= 1 (or null for all)")
+    if t.val_every_epochs < 1:
+        _refuse("train.val_every_epochs", t.val_every_epochs, "must be >= 1")
     if t.val_every is not None and t.val_every < 1:
         _refuse("train.val_every", t.val_every, "must be >= 1 (or null)")
     n_train = train_size(cfg)
@@ -303,12 +307,19 @@ NOT_IDENTITY = (
     "progress",
     "train.checkpoint",
     "train.channels_last",  # memory layout: like threads, changes speed, not the experiment
-    "train.test_every_epoch",  # the final and best-val test metrics are the same either way
+    "train.test_every_epoch",  # the final test metrics are the same either way
+    "train.val_every_epochs",  # so are the final validation metrics: only the curve thins
 )
 
 # Keys added after runs were recorded, with the value every earlier run had: at that value a
 # key stays out of the id, so existing runs keep their ids (and a rerun skips them).
-ADDED_LATER = {"model.head_norm": False}
+ADDED_LATER = {"model.head_norm": False, "train.val_every_epochs": 1}
+
+
+def validated(epoch: int, epochs: int, val_every_epochs: int) -> bool:
+    """Whether a run of `epochs` epochs validates after `epoch`: every val_every_epochs-th
+    epoch and the last (the final metrics every measure reads)."""
+    return epoch == epochs or epoch % val_every_epochs == 0
 
 
 def settings(cfg: Config) -> dict:

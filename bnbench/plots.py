@@ -104,8 +104,9 @@ def plot_convergence(runs: pd.DataFrame, curves: pd.DataFrame) -> Figure:
 
 def _convergence_lines(axes: np.ndarray, curves: pd.DataFrame, norm: str) -> None:
     color, marker = norm_color(norm), norm_marker(norm)
-    # The epoch a run diverged in has no validation and a runaway loss: drawn as an x instead.
-    blown = curves["status"].eq("diverged") & curves["val_acc"].isna()
+    # The epoch a run diverged in (its last) has a runaway loss: drawn as an x instead.
+    last = curves["epoch"].eq(curves.groupby("run_id")["epoch"].transform("max"))
+    blown = curves["status"].eq("diverged") & last
     curves = curves.assign(train_loss=curves["train_loss"].mask(blown))
     per_epoch = mean_ci_by(curves, ["epoch"], ["train_loss", "val_acc", "elapsed_s"]).reset_index()
     ends = curves[blown]
@@ -115,9 +116,12 @@ def _convergence_lines(axes: np.ndarray, curves: pd.DataFrame, norm: str) -> Non
         loss_ax.plot(x, per_epoch["train_loss_mean"], color=color, marker=marker, ms=3)
         lo, hi = per_epoch["train_loss_lo"].clip(lower=0), per_epoch["train_loss_hi"]
         loss_ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
-        acc_ax.plot(x, percent(per_epoch["val_acc_mean"]), color=color, marker=marker, ms=3)
-        lo, hi = percent(per_epoch["val_acc_lo"]), percent(per_epoch["val_acc_hi"])
-        acc_ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+        # validation only on the validated epochs (train.val_every_epochs)
+        validated = per_epoch["val_acc_mean"].notna()
+        val, x_val = per_epoch[validated], x[validated]
+        acc_ax.plot(x_val, percent(val["val_acc_mean"]), color=color, marker=marker, ms=3)
+        lo, hi = percent(val["val_acc_lo"]), percent(val["val_acc_hi"])
+        acc_ax.fill_between(x_val, lo, hi, color=color, alpha=0.2, lw=0)
         # a diverged run: x at chance accuracy, and along the top edge of the loss panel
         acc_ax.scatter(x_end, percent(ends["chance_acc"]), marker="x", color=color, s=40)
         top = loss_ax.get_xaxis_transform()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bnbench.config import ADDED_LATER, flatten
+from bnbench.config import ADDED_LATER, flatten, validated
 from bnbench.store import (
     CONFIG_FILE,
     FINAL_KEYS,
@@ -65,7 +65,7 @@ def read_run(directory: Path) -> Run:
     """One finished run's files, checked against each other; raises CorruptRun saying why."""
     config = read_config(directory)
     summary = _read_finished_summary(directory)
-    metrics = _read_metrics(directory, summary)
+    metrics = _read_metrics(directory, config, summary)
     return Run(directory, config, summary, metrics)
 
 
@@ -111,9 +111,9 @@ def _read_finished_summary(directory: Path) -> dict:
     return summary
 
 
-def _read_metrics(directory: Path, summary: dict) -> pd.DataFrame:
-    """metrics.csv, refused when truncated: a completed run has one full row per evaluated
-    epoch; a diverged run has one more, without val/test columns."""
+def _read_metrics(directory: Path, config: dict, summary: dict) -> pd.DataFrame:
+    """metrics.csv, refused when truncated: a completed run has one row per epoch, with val
+    columns where it validated; a diverged run has one more, without val/test columns."""
     try:
         text = (directory / METRICS_FILE).read_text()
         metrics = pd.read_csv(io.StringIO(text))
@@ -126,18 +126,22 @@ def _read_metrics(directory: Path, summary: dict) -> pd.DataFrame:
         metrics = metrics[METRIC_COLUMNS].apply(pd.to_numeric)
     except ValueError:
         raise CorruptRun("metrics.csv has non-numeric values") from None
-    evaluated = int(summary["epochs_completed"])
-    expected = evaluated + (summary["status"] == "diverged")
+    trained = int(summary["epochs_completed"])  # without divergence
+    expected = trained + (summary["status"] == "diverged")
     if len(metrics) != expected:
         raise CorruptRun(f"metrics.csv has {len(metrics)} rows, summary.json says {expected}")
     if metrics["epoch"].tolist() != list(range(1, expected + 1)):
         raise CorruptRun("metrics.csv epochs are not 1, 2, ... in order")
     if _cut_off(text):
         raise CorruptRun("metrics.csv has a cut-off row (truncated)")
-    # Whole rows: epoch_time_s is always there, val on every evaluated epoch, test on the
-    # last one (on every one in runs recorded before that); an empty one is a NaN metric.
-    required = {"epoch_time_s": metrics.index, **dict.fromkeys(VAL_COLUMNS, range(evaluated))}
-    required |= dict.fromkeys(TEST_COLUMNS, [evaluated - 1] if evaluated else [])
+    # Whole rows: epoch_time_s is always there, val on every validated epoch, test on a
+    # completed run's last one (on every one in runs recorded before that); an empty one is a
+    # NaN metric.
+    epochs, every = config.get("train.epochs", 0), config["train.val_every_epochs"]
+    val_rows = [i for i in range(trained) if validated(i + 1, epochs, every)]
+    completed = summary["status"] == "completed"
+    required = {"epoch_time_s": metrics.index, **dict.fromkeys(VAL_COLUMNS, val_rows)}
+    required |= dict.fromkeys(TEST_COLUMNS, [trained - 1] if completed and trained else [])
     for column, rows in required.items():
         nan = metrics.loc[list(rows), column].isna()
         if nan.any():

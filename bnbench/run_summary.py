@@ -68,11 +68,10 @@ def slurm_ids() -> dict:
 def finish_summary(record: RunRecord, status: str, splits: Splits, final: dict) -> dict:
     """The finished run's outcome; `final` adds to the last epoch's metrics (eval_train)."""
     rows = record.metrics
-    evaluated = [r for r in rows if "val_acc" in r]
-    best = max(evaluated, key=lambda r: r["val_acc"], default=None)
+    best = max((r for r in rows if "val_acc" in r), key=lambda r: r["val_acc"], default=None)
     return {
         "status": status,
-        "epochs_completed": len(evaluated),
+        "epochs_completed": len(rows) - (status == "diverged"),  # a diverged epoch is its last
         "final": {k: rows[-1].get(k) for k in FINAL_KEYS} | final,
         "best_val_acc": best["val_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,

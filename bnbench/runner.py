@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from bnbench.checkpoint import RunRecord, load_checkpoint, save_checkpoint
-from bnbench.config import Config, TrainConfig, run_id
+from bnbench.config import Config, TrainConfig, run_id, validated
 from bnbench.data import Splits, load_splits
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
@@ -163,9 +163,9 @@ def run_epoch(
     progress: Progress,
     timing: dict,
 ) -> str:
-    """One epoch in the next order of the data: train, then validate (and test at the last
-    epoch) unless it diverged; its rows go into record, which is written out. Returns the
-    run's status after it: completed or diverged."""
+    """One epoch in the next order of the data: train, then, unless it diverged, validate
+    where train.val_every_epochs says (and test at the last epoch); its rows go into record,
+    which is written out. Returns the run's status after it: completed or diverged."""
     t0 = time.perf_counter()
     perm = torch.randperm(len(run.splits.train_y), generator=order).to(device)
     with timed(timing, "train_s"):  # the hook moves its probes and evals out of it
@@ -174,7 +174,7 @@ def run_epoch(
     record.first_loss, record.epoch = result.first_loss, epoch
     row = {"epoch": epoch, **result.stats}
     status = "diverged" if result.diverged else "completed"
-    if not result.diverged:
+    if not result.diverged and epoch_validated(cfg.train, epoch):
         progress.evaluating()
         with timed(timing, "eval_s"):
             row |= evaluation(run, last=epoch == cfg.train.epochs)
@@ -238,9 +238,13 @@ def memory_format(train: TrainConfig) -> torch.memory_format:
     return torch.channels_last if train.channels_last else torch.contiguous_format
 
 
+def epoch_validated(train: TrainConfig, epoch: int) -> bool:
+    return validated(epoch, train.epochs, train.val_every_epochs)
+
+
 def evaluation(run: Training, last: bool) -> dict:
     """The epoch's val_* metrics (eval mode, on the val subset when set), and test_* at the
-    last epoch (every epoch with train.test_every_epoch): only what the measures read."""
+    last epoch (every validated epoch with train.test_every_epoch): what the measures read."""
     row = validation(run)
     if last or run.train.test_every_epoch:
         test = evaluate(run.model, run.splits.test_x, run.splits.test_y, memory_format(run.train))
@@ -274,10 +278,12 @@ def step_hook(
     def on_step(step: int, lr: float) -> None:
         with timed(timing, "probes_s", within="train_s"):
             probe(step, lr)
-        # After `step` updates; an epoch's end is validated (and recorded) by the epoch loop.
-        if every and step % every == 0 and step % per_epoch:
+        # After `step` updates; an epoch's end that the epoch loop validates is recorded there.
+        loop_validates = step % per_epoch == 0 and epoch_validated(cfg.train, step // per_epoch)
+        if every and step % every == 0 and not loop_validates:
+            epoch = (step - 1) // per_epoch + 1
             with timed(timing, "eval_s", within="train_s"):
-                record.evals.append(eval_row(step, step // per_epoch + 1, validation(run)))
+                record.evals.append(eval_row(step, epoch, validation(run)))
             run.model.train()  # evaluate() left it in eval mode, mid-epoch
         progress.step()
         claim.beat()  # cheap: touches the file only every HEARTBEAT_S
