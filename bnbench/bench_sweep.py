@@ -1,18 +1,23 @@
 """`bnbench bench --sweep`: where a claim sweep's wall time goes, the old way and the new.
 
-The mini-sweep is claim 9's (3 placement arms x 2 activations x 4 LRs = 24 runs per seed) at
-the full profile's data size, run twice in fresh directories, one after the other:
+The mini-sweep is one or more claims' full-profile sweeps at the first `seeds` seeds, by
+default claim 9's (3 placement arms x 2 activations x 4 LRs = 24 runs per seed, 2 epochs
+each), run twice in fresh directories, one after the other:
 
-    old   what `make claim-placement` ran before `claims run`: `bnbench run -m` (Hydra's
-          joblib launcher) with the test set evaluated every epoch and validation on all
-          5 000 images, then `bnbench report` and `bnbench claims verdict`, each its own
-          process;
-    new   `bnbench claims run` (one pool of warm workers; the report and verdict in the same
-          process), validation where the claim's config says, the test set at the last epoch.
+    old   what `make claim-NAME` ran before `claims run`, every step its own process:
+          `bnbench run -m` (Hydra's joblib launcher) for each of the claim's experiment files,
+          with the test set evaluated every epoch and validation on all 5 000 images every
+          epoch, then `bnbench report` on each sweep and `bnbench claims verdict` for each
+          claim (left out for a claim with extra cells, whose sweep one `run -m` does not
+          plan whole: the old way is then charged less than it cost);
+    new   `bnbench claims run NAME...` (one pool of warm workers; the reports and verdicts in
+          the same process), validation where the claim's config says, the test set at the
+          last epoch.
 
 From each run's summary.json (`timing`: setup, train steps, evaluation, probes) and the
 sweep's wall time: seconds and fractions of the workers' time (wall x workers), the rest
-being outside runs (process start, Hydra, launcher, idle workers), and runs per hour.
+being outside runs (process start, Hydra, launcher, idle workers, reports and verdicts),
+and runs per hour.
 """
 
 from __future__ import annotations
@@ -24,40 +29,39 @@ import tempfile
 import time
 from pathlib import Path
 
+from bnbench.claims import Claim
 from bnbench.machine import available_cores
 from bnbench.store import RUNS_DIR, SUMMARY_FILE, write_atomic, write_csv
 
 PARTS = ("setup_s", "train_s", "eval_s", "probes_s")
-SWEEP = "claim_placement"
+# The old way's evaluation: what every sweep did before the measures said what they read.
 OLD_EVAL = ["train.test_every_epoch=true", "train.val_subset=null", "train.val_every_epochs=1"]
+CLI = [sys.executable, "-m", "bnbench.cli"]
 
 
-def commands(root: Path, seeds: int) -> dict[str, list[list[str]]]:
+def commands(root: Path, claims: list[Claim], seeds: int) -> dict[str, list[list[str]]]:
     """Each way's commands, run one after the other."""
     seed = f"seed={','.join(str(s) for s in range(seeds))}"
-    cli = [sys.executable, "-m", "bnbench.cli"]
     common = ["profile=full", seed, "progress=false"]
     old, new = root / "old", root / "new"
+    sweeps = list(dict.fromkeys(c.experiment for c in claims))  # claims 4 and 10 share one
+    # extra cells first: the main experiment's plan.json, written last, is the one kept
+    experiments = {e: None for c in claims for e in (*c.extra_cells, c.experiment)}
     return {
         "old": [
-            [
-                *cli,
-                "run",
-                "-m",
-                "experiment=claim_placement",
-                *common,
-                *OLD_EVAL,
-                f"results_dir={old}",
-            ],
-            [*cli, "report", str(old / SWEEP)],
-            [*cli, "claims", "verdict", "placement", str(old)],
+            *(
+                [*CLI, "run", "-m", f"experiment={e}", *common, *OLD_EVAL, f"results_dir={old}"]
+                for e in experiments
+            ),
+            *([*CLI, "report", str(old / sweep)] for sweep in sweeps),
+            *([*CLI, "claims", "verdict", c.name, str(old)] for c in claims if not c.extra_cells),
         ],
         "new": [
             [
-                *cli,
+                *CLI,
                 "claims",
                 "run",
-                "placement",
+                *(c.name for c in claims),
                 "--profile",
                 "full",
                 *common,
@@ -67,11 +71,12 @@ def commands(root: Path, seeds: int) -> dict[str, list[list[str]]]:
     }
 
 
-def breakdown(sweep: Path, wall: float, workers: int) -> dict:
-    """Seconds and fractions of the workers' time per part, from the runs' summaries."""
+def breakdown(root: Path, wall: float, workers: int) -> dict:
+    """Seconds and fractions of the workers' time per part, from the summaries of the runs
+    in root's sweeps."""
     parts = dict.fromkeys(PARTS, 0.0)
     runs = 0
-    for path in sweep.glob(f"{RUNS_DIR}/*/{SUMMARY_FILE}"):
+    for path in root.glob(f"*/{RUNS_DIR}/*/{SUMMARY_FILE}"):
         timing = json.loads(path.read_text()).get("timing") or {}
         runs += 1
         for key in PARTS:
@@ -89,17 +94,20 @@ def breakdown(sweep: Path, wall: float, workers: int) -> dict:
     }
 
 
-def run_sweep_bench(seeds: int, out_dir: str, log=print) -> dict:
+def run_sweep_bench(claims: list[Claim], seeds: int, out_dir: str, log=print) -> dict:
     workers = available_cores()
-    results = {}
+    results = {"claims": [c.name for c in claims], "seeds": seeds}
     with tempfile.TemporaryDirectory(prefix="bnbench-sweep-") as tmp:
-        for name, way in commands(Path(tmp), seeds).items():
+        for name, way in commands(Path(tmp), claims, seeds).items():
             start = time.perf_counter()
             for command in way:
                 log(f"{name}: {' '.join(command[2:])}")
-                subprocess.run(command, check=True, capture_output=True, text=True)
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode:
+                    tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+                    raise RuntimeError(f"{' '.join(command[2:])} exited {done.returncode}:\n{tail}")
             wall = time.perf_counter() - start
-            results[name] = breakdown(Path(tmp) / name / SWEEP, wall, workers)
+            results[name] = breakdown(Path(tmp) / name, wall, workers)
             log(f"{name}: {results[name]['runs']} runs in {wall:.0f} s")
     results["new_over_old_wall"] = results["new"]["wall_s"] / results["old"]["wall_s"]
     out = Path(out_dir)

@@ -117,6 +117,10 @@ def check_report_target(results_dir: str, out: str | None) -> None:
         "alternated in one process after a warm-up. Prints images/s, GFLOP/s, the ratio "
         "runner / reference per round and the fraction of the measured fp32 matmul rate; "
         "writes bench.csv and bench.json.\n\n"
+        "--sweep instead times claims' full-profile sweeps (claim 9's by default; --claim, "
+        "--seeds) the old way (a process per step, every epoch evaluated on everything) and "
+        "the new (bnbench claims run), and says where the workers' time went: train steps, "
+        "evaluation, probes, set-up, outside runs; writes bench_sweep.csv and .json.\n\n"
         "Example: bnbench bench --norm batch --rounds 7"
     )
 )
@@ -133,12 +137,15 @@ def bench(
     sweep: bool = typer.Option(
         False, "--sweep", help="where a claim sweep's time goes, the old way and the new"
     ),
-    seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the 24-run mini-sweep"),
+    seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the mini-sweep"),
+    claim: list[str] = typer.Option(
+        ["placement"], help="--sweep: the claims whose full-profile sweeps it times (repeat)"
+    ),
 ) -> None:
     from bnbench.bench import BenchOptions, run_bench
 
     if sweep:
-        return sweep_bench(seeds, out)
+        return sweep_bench(claim, seeds, out)
 
     for value in norm:
         if value not in NORMS:
@@ -178,11 +185,19 @@ def bench(
     )
 
 
-def sweep_bench(seeds: int, out: str) -> None:
+def sweep_bench(names: list[str], seeds: int, out: str) -> None:
     """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
     from bnbench.bench_sweep import run_sweep_bench
+    from bnbench.claims import UnknownClaim, get_claim
 
-    result = run_sweep_bench(seeds, out, log=lambda line: console.print(line, markup=False))
+    try:
+        claims = [get_claim(name) for name in dict.fromkeys(names)]
+    except UnknownClaim as error:
+        fail(str(error))
+    try:
+        result = run_sweep_bench(claims, seeds, out, log=lambda s: console.print(s, markup=False))
+    except RuntimeError as error:
+        fail(f"bench --sweep stopped: {error}")
     table = Table(title="bnbench bench --sweep: share of the workers' time (wall x workers)")
     for column in ["", "runs", "wall s", "runs/h", "train", "eval", "probes", "setup", "outside"]:
         table.add_column(column, justify="right")

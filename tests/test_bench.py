@@ -55,3 +55,54 @@ def test_bench_command_writes_its_figures(tmp_path):
     assert summary["batch"]["ratio_median"] > 0 and summary["matmul_gflops"] > 0
     assert 0 < summary["batch"]["fraction_of_matmul"]
     assert (tmp_path / "bench.csv").read_text().startswith("round,norm,loop,images_per_s")
+
+
+def test_the_sweep_bench_times_the_same_runs_both_ways_and_charges_old_its_steps(tmp_path):
+    from bnbench.bench_sweep import OLD_EVAL, commands
+    from bnbench.claims import get_claim
+
+    claims = [get_claim("placement"), get_claim("regularization")]
+    ways = commands(tmp_path, claims, seeds=2)
+    old = [" ".join(command[3:]) for command in ways["old"]]
+    runs = [c for c in old if c.startswith("run -m")]
+    # every experiment file of the claims, extra cells before the main grid (its plan kept)
+    assert [c.split()[2] for c in runs] == [
+        "experiment=claim_placement",
+        "experiment=claim_regularization_no_bn",
+        "experiment=claim_regularization",
+    ]
+    assert all(" ".join(OLD_EVAL) in c and "seed=0,1" in c for c in runs)
+    assert [c for c in old if c.startswith("report")] == [
+        f"report {tmp_path / 'old' / 'claim_placement'}",
+        f"report {tmp_path / 'old' / 'claim_regularization'}",
+    ]
+    # a verdict where one run -m plans the sweep whole (claim 4's has an extra cell)
+    assert [c for c in old if c.startswith("claims verdict")] == [
+        f"claims verdict placement {tmp_path / 'old'}"
+    ]
+    (new,) = ways["new"]
+    assert new[3:7] == ["claims", "run", "placement", "regularization"]
+    assert "seed=0,1" in new and f"results_dir={tmp_path / 'new'}" in new
+
+
+def test_the_sweep_breakdown_splits_the_workers_time_into_parts_that_add_up(tmp_path):
+    from bnbench.bench_sweep import breakdown
+
+    timings = [
+        {"setup_s": 1.0, "train_s": 6.0, "eval_s": 2.0, "probes_s": 0.0},
+        {"setup_s": 1.0, "train_s": 10.0, "eval_s": 2.0, "probes_s": 1.0},
+    ]
+    for n, timing in enumerate(timings):
+        run = tmp_path / f"claim_{n % 2}" / "runs" / f"run{n}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"timing": timing}))
+    result = breakdown(tmp_path, wall=15.0, workers=2)  # 30 worker-seconds
+    assert result["runs"] == 2 and result["runs_per_hour"] == pytest.approx(480)
+    assert result["seconds"]["train_s"] == 16.0 and result["seconds"]["outside_s"] == 7.0
+    assert result["fractions"]["train"] == pytest.approx(16 / 30)
+    assert sum(result["fractions"].values()) == pytest.approx(1.0)
+
+
+def test_the_sweep_bench_refuses_an_unknown_claim(tmp_path):
+    result = bnbench("bench", "--sweep", "--claim", "nonsense", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "unknown claim 'nonsense'" in result.stderr
