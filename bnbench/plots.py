@@ -48,7 +48,7 @@ from bnbench.plots_style import (
     percent,
     save,
 )
-from bnbench.run_stats import best_cells, mean_ci_by, scored, summarize
+from bnbench.run_stats import best_cells, mean_ci_by, scored, summarize, train_accuracy
 
 # factor -> (file name, title, x-axis label)
 FACTOR_FIGURES = {
@@ -137,9 +137,10 @@ def _convergence_lines(axes: np.ndarray, curves: pd.DataFrame, norm: str) -> Non
 def plot_generalization(runs: pd.DataFrame) -> Figure:
     """Final train and test accuracy (left) and their gap (right) per configuration."""
     facs = list(factors(runs))
+    train, train_label = train_accuracy(runs)
     table = summarize(
-        runs.assign(gap=runs["train_acc"] - runs["test_acc"]),
-        ["train_acc", "test_acc", "gap"],
+        runs.assign(gap=runs[train] - runs["test_acc"]),
+        [train, "test_acc", "gap"],
         by=["model.norm", *facs],
     )
     rows = table[facs].itertuples(index=False)
@@ -155,7 +156,7 @@ def plot_generalization(runs: pd.DataFrame) -> Figure:
         x = t["x"] + (k - (len(norms) - 1) / 2) * 0.7 / len(norms)
         color, marker = norm_color(norm), norm_marker(norm)
         # train just left of test, so neither hides the other
-        for metric, face, shift in [("train_acc", "white", -0.06), ("test_acc", color, 0.06)]:
+        for metric, face, shift in [(train, "white", -0.06), ("test_acc", color, 0.06)]:
             mean, lo, hi = t[f"{metric}_mean"], t[f"{metric}_lo"], t[f"{metric}_hi"]
             err = half_errors(mean, lo, hi)
             acc_ax.errorbar(
@@ -169,7 +170,7 @@ def plot_generalization(runs: pd.DataFrame) -> Figure:
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_xlabel("configuration")
     acc_ax.set_ylabel("final accuracy (%)")
-    acc_ax.set_title("train (hollow) and test (filled)", fontsize=9)
+    acc_ax.set_title(f"train (hollow; {train_label}) and test (filled)", fontsize=9)
     chance_line(acc_ax, runs)
     gap_ax.set_ylabel("train - test accuracy (percentage points)")
     gap_ax.set_title("generalization gap (diverged runs have none)", fontsize=9)

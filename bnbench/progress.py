@@ -32,7 +32,10 @@ class Progress:
             self.bar.update(self.task, description=f"{self.label} evaluating")
 
     def epoch_done(self, row: dict, status: str) -> None:
-        val = f"val_acc {row['val_acc']:.2%}" if "val_acc" in row else status
+        if "val_acc" in row:
+            val = f"val_acc {row['val_acc']:.2%}"
+        else:  # diverged, or an epoch train.val_every_epochs does not validate
+            val = "diverged" if status == "diverged" else "(not validated)"
         text = (
             f"[{self.label}] epoch {row['epoch']}/{self.epochs} "
             f"train_loss {row['train_loss']:.4f} {val} ({row['epoch_time_s']:.1f} s)"

@@ -14,7 +14,7 @@ import pandas as pd
 
 from bnbench.aggregate import factors
 from bnbench.plots_style import fmt_value, norm_label, norms_in
-from bnbench.run_stats import effects, summarize
+from bnbench.run_stats import effects, summarize, train_accuracy
 from bnbench.stats import fmt_p, holm
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
@@ -46,9 +46,11 @@ def headline_table(runs: pd.DataFrame) -> Table:
     settings are never pooled), mean ± 95% CI over seeds, n, diverged."""
     facs = list(factors(runs))
     metrics = ["val_acc", "test_acc", "gap"]
-    gap = runs["train_acc"] - runs["test_acc"]
+    train, train_label = train_accuracy(runs)
+    gap = runs[train] - runs["test_acc"]
     table = summarize(runs.assign(gap=gap), metrics, by=["model.norm", *facs])
-    columns = ["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)", "train - test (pts)"]
+    gap_column = f"train - test (pts; {train_label})"
+    columns = ["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)", gap_column]
     out = Table(columns)
     for norm in norms_in(runs):
         for _, r in table[table["model.norm"].eq(norm)].iterrows():

@@ -15,7 +15,7 @@ import pandas as pd
 from bnbench.aggregate import factors, identity_columns, one_norm_keys, varying_columns
 from bnbench.stats import holm, mean_difference, t_half_width
 
-ACCURACY_METRICS = ("train_acc", "val_acc", "test_acc", "best_val_acc")
+ACCURACY_METRICS = ("train_acc", "val_acc", "test_acc", "best_val_acc", "train_eval_acc")
 
 
 def scored(runs: pd.DataFrame, metric: str) -> pd.Series:
@@ -25,6 +25,18 @@ def scored(runs: pd.DataFrame, metric: str) -> pd.Series:
     if metric in ACCURACY_METRICS:
         return values.mask(diverged, runs["chance_acc"])
     return values.mask(diverged)
+
+
+def train_accuracy(runs: pd.DataFrame) -> tuple[str, str]:
+    """The training accuracy a train - test gap is taken from, and its name: eval mode after
+    the last epoch (train.eval_train) where every completed run has it, as the test set is
+    scored; otherwise the mean over the last epoch's steps in train mode (dropout on, batch
+    statistics, the weights still moving)."""
+    completed = runs["status"].eq("completed")
+    if "train_eval_acc" in runs and completed.any():
+        if runs.loc[completed, "train_eval_acc"].notna().all():
+            return "train_eval_acc", "eval-mode train accuracy"
+    return "train_acc", "train-mode accuracy over the last epoch"
 
 
 def mean_ci_by(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:

@@ -62,7 +62,7 @@ def test_report_writes_tables_figures_and_both_reports(copy: Path):
     for text in (
         "optim.lr: 0.01, 0.1",
         "Headline: accuracy by norm and setting",
-        "train - test (pts)",
+        "train - test (pts; train-mode accuracy over the last epoch)",
         "batch - none",
         "p (Holm)",
     ):

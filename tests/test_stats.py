@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bnbench.run_stats import best_cells, effects, paired_differences, scored, summarize
+from bnbench.run_stats import (
+    best_cells,
+    effects,
+    paired_differences,
+    scored,
+    summarize,
+    train_accuracy,
+)
 from bnbench.stats import (
     EXACT_MAX_N,
     MIN_DECISIVE_N,
@@ -411,3 +418,18 @@ def test_the_effect_table_adjusts_each_metric_as_its_own_family():
     for _, family in table.groupby("metric"):
         assert family["p_holm"].tolist() == pytest.approx(holm(family["p"]).tolist())
     assert table["p_holm"].tolist() != pytest.approx(holm(table["p"]).tolist())  # not one family
+
+
+def test_a_gap_is_taken_from_eval_mode_train_accuracy_where_every_completed_run_has_it():
+    runs = pd.DataFrame(
+        {
+            "status": ["completed", "completed", "diverged"],
+            "train_acc": [0.90, 0.80, 0.10],
+            "train_eval_acc": [0.95, 0.85, np.nan],  # a diverged run has none
+            "chance_acc": 0.1,
+        }
+    )
+    assert train_accuracy(runs)[0] == "train_eval_acc"
+    assert scored(runs, "train_eval_acc").tolist() == [0.95, 0.85, 0.1]  # diverged at chance
+    assert train_accuracy(runs.assign(train_eval_acc=[0.95, np.nan, np.nan]))[0] == "train_acc"
+    assert train_accuracy(runs.drop(columns="train_eval_acc"))[0] == "train_acc"
