@@ -6,7 +6,7 @@ reads every finished run under results_dir (a sweep, a results root or a runs/ d
 skipping and naming the broken ones, and writes into it:
 
     runs.csv, curves.csv      the aggregated tables (bnbench.aggregate)
-    figures/*.png, *.svg      every figure the sweep calls for (bnbench.plots)
+    figures/*.png, *.svg      every figure the sweep calls for (bnbench.figures)
     REPORT.md                 what was swept, n per cell, the summary and paired-effect tables
     report.html               the same, self-contained (figures embedded as base64 PNG)
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.aggregate import aggregate, factors, output_dir
+from bnbench.figures import make_figures
 from bnbench.machine import available_cores
-from bnbench.plots import make_figures
 from bnbench.plots_style import FigureFile, fmt_value, norms_in
 from bnbench.report_render import Link, write_reports
 from bnbench.report_tables import (

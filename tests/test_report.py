@@ -15,7 +15,8 @@ from conftest import tiny_config
 
 from bnbench.aggregate import load_curves, load_runs
 from bnbench.config import Config
-from bnbench.plots import figure_specs, plot_dropout, plot_factor
+from bnbench.figures import figure_specs
+from bnbench.plots import plot_dropout, plot_factor
 from bnbench.plots_style import norm_label
 from bnbench.report import NoRunsError, build_report, headline_text
 from bnbench.run_reader import SkippedRunWarning, find_run_dirs
