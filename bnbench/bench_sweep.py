@@ -45,8 +45,8 @@ def commands(root: Path, claims: list[Claim], seeds: int) -> dict[str, list[list
     common = ["profile=full", seed, "progress=false"]
     old, new = root / "old", root / "new"
     sweeps = list(dict.fromkeys(c.experiment for c in claims))  # claims 4 and 10 share one
-    # extra cells first: the main experiment's plan.json, written last, is the one kept
-    experiments = {e: None for c in claims for e in (*c.extra_cells, c.experiment)}
+    # extra cells first: a main experiment's plan.json, written after them, is the one kept
+    experiments = dict.fromkeys([*(e for c in claims for e in c.extra_cells), *sweeps])
     return {
         "old": [
             *(

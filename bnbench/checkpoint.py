@@ -8,6 +8,7 @@ import copy
 import io
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,13 +59,19 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, order) ->
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, order, device
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    order,
+    device,
+    refuse: Callable[[RunRecord], str | None] = lambda record: None,
 ) -> RunRecord | None:
     """Restore model, optimizer and random states from save_checkpoint; return the record.
 
-    A file that does not load (truncated, corrupt, from another version) is renamed to
-    `<name>.corrupt`, named in a warning on stderr, and None is returned with model,
-    optimizer and random states as they were: the caller trains from the beginning.
+    A file that does not load (truncated, corrupt, from another version), or whose record
+    `refuse` has a reason against, is renamed to `<name>.corrupt`, named in a warning on
+    stderr, and None is returned with model, optimizer and random states as they were: the
+    caller trains from the beginning.
     """
     fresh = copy.deepcopy(training_state(model, optimizer, order))  # to undo a partial load
     try:
@@ -73,6 +80,8 @@ def load_checkpoint(
         # them (on the GPU each read would be a sync per parameter per step).
         state = torch.load(path, map_location="cpu", weights_only=True)
         record = RunRecord(**{k: state[k] for k in RunRecord.__dataclass_fields__})
+        if reason := refuse(record):
+            raise ValueError(reason)
         restore(state, model, optimizer, order, device)
     except Exception as error:  # a truncated file gives OSError(EINVAL) too; it is kept aside
         restore(fresh, model, optimizer, order, device)

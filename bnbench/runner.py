@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -146,11 +147,23 @@ def resume(
     restored from it, or a new one. Also whether a checkpoint that did not load was set aside."""
     if not (cfg.train.checkpoint and checkpoint.exists()):
         return RunRecord(), False
-    loaded = load_checkpoint(checkpoint, run.model, run.optimizer, order, device)
+    loaded = load_checkpoint(
+        checkpoint, run.model, run.optimizer, order, device, partial(unvalidated, cfg.train)
+    )
     if loaded is None:  # set aside, with a warning: the run starts from epoch 1
         return RunRecord(), True
     _log(cfg, f"resuming after epoch {loaded.epoch} from {checkpoint.name}")
     return loaded, False
+
+
+def unvalidated(train: TrainConfig, record: RunRecord) -> str | None:
+    """Why a checkpoint's record cannot go on under train.val_every_epochs: it skipped the
+    validation of an epoch this cadence validates (saved under a sparser one)."""
+    missing = [r["epoch"] for r in record.metrics if "val_acc" not in r]
+    missing = [e for e in missing if epoch_validated(train, e)]
+    if missing:
+        return f"epoch {missing[0]} was not validated; train.val_every_epochs validates it"
+    return None
 
 
 def run_epoch(
@@ -278,9 +291,11 @@ def step_hook(
     def on_step(step: int, lr: float) -> None:
         with timed(timing, "probes_s", within="train_s"):
             probe(step, lr)
-        # After `step` updates; an epoch's end that the epoch loop validates is recorded there.
-        loop_validates = step % per_epoch == 0 and epoch_validated(cfg.train, step // per_epoch)
-        if every and step % every == 0 and not loop_validates:
+        # After `step` updates. Every epoch's end joins the step curve, whatever
+        # val_every_epochs says (steps to a target read it); the epoch loop records its own.
+        at_epoch_end = step % per_epoch == 0
+        loop_validates = at_epoch_end and epoch_validated(cfg.train, step // per_epoch)
+        if every and (step % every == 0 or at_epoch_end) and not loop_validates:
             epoch = (step - 1) // per_epoch + 1
             with timed(timing, "eval_s", within="train_s"):
                 record.evals.append(eval_row(step, epoch, validation(run)))

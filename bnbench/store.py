@@ -60,9 +60,10 @@ METRIC_COLUMNS = [
 ]
 STEP_COLUMNS = ["step", "epoch", "train_loss", "lr"]
 PROBE_COLUMNS = ["step", "probe", "layer", "value"]  # long format; see bnbench/probes.py
-# Validation after `step` optimizer steps: every epoch's end, and every train.val_every steps.
+# Validation after `step` optimizer steps: every validated epoch's end, and every
+# train.val_every steps (then every epoch's end too, whatever train.val_every_epochs says).
 EVALS_COLUMNS = ["step", "epoch", "val_loss", "val_acc"]
-# The test columns of metrics.csv are filled on the last epoch (every epoch with
+# The test columns of metrics.csv are filled on the last epoch (every validated epoch with
 # train.test_every_epoch); runs recorded before that have them on every epoch.
 TEST_COLUMNS = ["test_loss", "test_acc"]
 # summary.json's "final": the last metrics.csv row's metrics (its epoch and time aside),

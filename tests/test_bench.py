@@ -65,10 +65,10 @@ def test_the_sweep_bench_times_the_same_runs_both_ways_and_charges_old_its_steps
     ways = commands(tmp_path, claims, seeds=2)
     old = [" ".join(command[3:]) for command in ways["old"]]
     runs = [c for c in old if c.startswith("run -m")]
-    # every experiment file of the claims, extra cells before the main grid (its plan kept)
+    # every experiment file of the claims, extra cells before the main grids (their plans kept)
     assert [c.split()[2] for c in runs] == [
-        "experiment=claim_placement",
         "experiment=claim_regularization_no_bn",
+        "experiment=claim_placement",
         "experiment=claim_regularization",
     ]
     assert all(" ".join(OLD_EVAL) in c and "seed=0,1" in c for c in runs)

@@ -7,13 +7,24 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from conftest import tiny_config
 
 from bnbench.aggregate import aggregate
+from bnbench.checkpoint import RunRecord, save_checkpoint
 from bnbench.config import ConfigError, run_id, validate
+from bnbench.data import load_splits
 from bnbench.run_reader import read_run
-from bnbench.runner import execute
-from bnbench.store import METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE, run_dir, write_config
+from bnbench.runner import execute, setup_training
+from bnbench.store import (
+    CHECKPOINT_FILE,
+    EVALS_FILE,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    run_dir,
+    write_config,
+)
 
 FINAL = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 
@@ -79,3 +90,38 @@ def test_a_run_that_diverges_after_a_completed_epoch_is_read(tmp_path):
 def test_a_validation_cadence_below_one_is_refused(tmp_path, value):
     with pytest.raises(ConfigError, match="train.val_every_epochs"):
         validate(tiny_config(tmp_path, train__val_every_epochs=value))
+
+
+def test_the_step_curve_is_the_same_whatever_the_epoch_cadence(tmp_path):
+    """With train.val_every set, every epoch's end joins evals.csv (steps to a target read
+    it), so a sparser val_every_epochs cannot move a measure while the run id stays."""
+    common = {"train__epochs": 3, "train__val_every": 3}
+    every = tiny_config(tmp_path / "every", **common)
+    thin = tiny_config(tmp_path / "thin", **common, train__val_every_epochs=3)
+    execute(every), execute(thin)
+    curve = pd.read_csv(run_dir(every) / EVALS_FILE)
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir(thin) / EVALS_FILE), curve)
+    per_epoch = summary(every)["n_train"] // every.train.batch_size
+    assert per_epoch % 3  # epoch ends fall between the every-3-steps points
+    ends = curve[curve.step % per_epoch == 0]
+    assert ends.step.tolist() == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    assert ends.epoch.tolist() == [1, 2, 3] and curve.step.is_unique
+    assert (curve.epoch == (curve.step - 1) // per_epoch + 1).all()
+
+
+def test_a_checkpoint_saved_under_a_sparser_cadence_is_set_aside(tmp_path, capsys):
+    """Its epochs lack the validation this cadence records: the run starts again from epoch
+    1 rather than leave a metrics.csv the reader would refuse."""
+    cfg = tiny_config(tmp_path, train__epochs=2, train__checkpoint=True)
+    run = setup_training(cfg, load_splits(cfg.dataset), torch.device("cpu"))
+    rows = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.2, "lr": 0.1, "epoch_time_s": 0.1}]
+    record = RunRecord(metrics=rows, epoch=1, first_loss=2.3)
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True)
+    save_checkpoint(
+        directory / CHECKPOINT_FILE, record, run.model, run.optimizer, torch.Generator()
+    )
+    assert execute(cfg) == "completed"
+    assert "epoch 1 was not validated" in capsys.readouterr().err
+    assert summary(cfg)["checkpoint_discarded"] and "resumed_after_epoch" not in summary(cfg)
+    assert read_run(directory).metrics.val_acc.notna().all()
