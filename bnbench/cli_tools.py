@@ -139,7 +139,7 @@ def bench(
     ),
     seeds: int = typer.Option(1, min=1, help="--sweep: seeds of the mini-sweep"),
     claim: list[str] = typer.Option(
-        ["placement"], help="--sweep: the claims whose full-profile sweeps it times (repeat)"
+        ["placement"], help="--sweep: a claim whose full-profile sweep it times (repeat; all)"
     ),
 ) -> None:
     from bnbench.bench import BenchOptions, run_bench
@@ -188,10 +188,11 @@ def bench(
 def sweep_bench(names: list[str], seeds: int, out: str) -> None:
     """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
     from bnbench.bench_sweep import run_sweep_bench
-    from bnbench.claims import UnknownClaim, get_claim
+    from bnbench.claims import UnknownClaim, get_claim, load_claims
 
     try:
-        claims = [get_claim(name) for name in dict.fromkeys(names)]
+        names = list(load_claims()) if "all" in names else list(dict.fromkeys(names))
+        claims = [get_claim(name) for name in names]
     except UnknownClaim as error:
         fail(str(error))
     try:
