@@ -188,13 +188,12 @@ def bench(
 def sweep_bench(names: list[str], seeds: int, out: str) -> None:
     """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
     from bnbench.bench_sweep import run_sweep_bench
-    from bnbench.claims import UnknownClaim, get_claim, load_claims
+    from bnbench.cli_claims import _claim, _claims
 
-    try:
-        names = list(load_claims()) if "all" in names else list(dict.fromkeys(names))
-        claims = [get_claim(name) for name in names]
-    except UnknownClaim as error:
-        fail(str(error))
+    if "all" in names:
+        claims = list(_claims().values())
+    else:
+        claims = [_claim(name) for name in dict.fromkeys(names)]
     try:
         result = run_sweep_bench(claims, seeds, out, log=lambda s: console.print(s, markup=False))
     except RuntimeError as error:

@@ -159,8 +159,11 @@ def resume(
 def unvalidated(train: TrainConfig, record: RunRecord) -> str | None:
     """Why a checkpoint's record cannot go on under train.val_every_epochs: it skipped the
     validation of an epoch this cadence validates (saved under a sparser one)."""
-    missing = [r["epoch"] for r in record.metrics if "val_acc" not in r]
-    missing = [e for e in missing if epoch_validated(train, e)]
+    missing = [
+        r["epoch"]
+        for r in record.metrics
+        if "val_acc" not in r and epoch_validated(train, r["epoch"])
+    ]
     if missing:
         return f"epoch {missing[0]} was not validated; train.val_every_epochs validates it"
     return None
@@ -288,14 +291,19 @@ def step_hook(
     probe = probe_hook(cfg, run, record.probes)
     every, per_epoch = cfg.train.val_every, run.steps_per_epoch
 
+    def hook_validates(step: int) -> bool:
+        """Whether the step curve gets a point here that the epoch loop does not record."""
+        at_epoch_end = step % per_epoch == 0
+        if at_epoch_end and epoch_validated(cfg.train, step // per_epoch):
+            return False
+        return step % every == 0 or at_epoch_end
+
     def on_step(step: int, lr: float) -> None:
         with timed(timing, "probes_s", within="train_s"):
             probe(step, lr)
         # After `step` updates. Every epoch's end joins the step curve, whatever
         # val_every_epochs says (steps to a target read it); the epoch loop records its own.
-        at_epoch_end = step % per_epoch == 0
-        loop_validates = at_epoch_end and epoch_validated(cfg.train, step // per_epoch)
-        if every and (step % every == 0 or at_epoch_end) and not loop_validates:
+        if every and hook_validates(step):
             epoch = (step - 1) // per_epoch + 1
             with timed(timing, "eval_s", within="train_s"):
                 record.evals.append(eval_row(step, epoch, validation(run)))
