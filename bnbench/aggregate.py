@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnbench.config import NORM_ONLY_KEYS, NOT_IDENTITY, NUM_CLASSES, Config
+from bnbench.config import NORM_ONLY_KEYS, NUM_CLASSES, Config
+from bnbench.identity import NOT_IDENTITY
 from bnbench.run_reader import FINAL_COLUMNS, Run, scan
 from bnbench.store import OPTIONAL_FINAL_KEYS, RUNS_DIR, write_atomic
 

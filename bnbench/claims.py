@@ -25,6 +25,7 @@ import yaml
 
 from bnbench.aggregate import load_runs
 from bnbench.measures import MEASURES
+from bnbench.pairing import in_arm
 from bnbench.paths import CLAIMS_FILE, claims_files  # noqa: F401 (CLAIMS_FILE re-exported)
 from bnbench.planfile import read_plan
 from bnbench.run_reader import SkippedRunWarning
@@ -228,11 +229,28 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
         warnings.simplefilter("ignore", SkippedRunWarning)  # only the planned runs matter here
         runs = load_runs(sweep)
     runs = runs[runs["run_id"].isin(set(plan.run_ids))].reset_index(drop=True)
+    missing = missing_arms(claim.primary, runs)
+    if missing:
+        # e.g. `bnbench run -m experiment=X` alone: the claim's extra cells were never planned
+        sentence = (
+            f"incomplete: {sweep}'s plan has no runs of the primary measure's "
+            f"{' and '.join(missing)} arm; run `bnbench claims run {name}`, which plans the "
+            f"claim's whole sweep{' with its extra cells' if claim.extra_cells else ''} "
+            "(finished runs are kept)."
+        )
+        n = len(plan.run_ids)
+        return Verdict(claim, "incomplete", sentence, {}, pd.DataFrame(), n, n, plan.profile)
     primary = judge_measure(claim.primary, runs, sweep)
     secondary = secondary_table(claim.secondary, runs, sweep)
     sentence = describe(claim, primary)
     n = len(plan.run_ids)
     return Verdict(claim, primary["outcome"], sentence, primary, secondary, n, n, plan.profile)
+
+
+def missing_arms(measure: Measure, runs: pd.DataFrame) -> list[str]:
+    """The measure's arms ("treatment", "control") that no run belongs to."""
+    arms = {"treatment": measure.treatment, "control": measure.control}
+    return [name for name, arm in arms.items() if runs.empty or not in_arm(runs, arm).any()]
 
 
 def differences(measure: Measure, runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import json
 
 from rich.table import Table
 
-from bnbench.config import settings
+from bnbench.identity import settings
 from bnbench.plan import PlannedRun
 from bnbench.run_claim import claimed_elsewhere
 from bnbench.store import read_summary, run_dir
@@ -30,7 +30,7 @@ def print_configs(plan: list[PlannedRun], which: str) -> None:
 def warn_other_settings(plan: list[PlannedRun]) -> None:
     """Say, before training, when the sweep directory already holds runs whose settings differ
     from the plan's fixed ones: the report will show them apart, not pooled."""
-    from bnbench.config import NOT_IDENTITY
+    from bnbench.identity import NOT_IDENTITY
     from bnbench.run_reader import CorruptRun, read_config
     from bnbench.store import RUNS_DIR, sweep_dir
 

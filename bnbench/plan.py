@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bnbench import paths
-from bnbench.config import Config, ConfigError, register_configs, run_id, to_config, validate
+from bnbench.config import Config, ConfigError, register_configs, to_config, validate
+from bnbench.identity import run_id
 from bnbench.store import FINISHED, run_path, run_status, sweep_dir
 
 CONF_DIR = str(paths.CONF_DIR)  # Hydra wants a string
@@ -165,9 +166,9 @@ def nearest_key(key: str) -> str | None:
     """The config key a mistyped or unqualified one most likely means."""
     import difflib
 
-    from bnbench.config import _tree, flatten
+    from bnbench.identity import as_tree, flatten
 
-    keys = list(flatten(_tree(Config())))
+    keys = list(flatten(as_tree(Config())))
     leaf = key.lstrip("+~").rsplit(".", 1)[-1]
     same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
     if same_leaf:

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from bnbench.config import Config, run_id, train_size
+from bnbench.config import Config, train_size
+from bnbench.identity import run_id
 
 
 def estimated_cost(cfg: Config) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from bnbench.config import Config, run_id
+from bnbench.config import Config
+from bnbench.identity import run_id
 
 
 class Progress:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bnbench.config import ADDED_LATER, flatten, validated
+from bnbench.config import validated
+from bnbench.identity import ADDED_LATER, flatten
 from bnbench.store import (
     CONFIG_FILE,
     FINAL_KEYS,

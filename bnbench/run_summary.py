@@ -13,8 +13,9 @@ import torch
 
 from bnbench import __version__
 from bnbench.checkpoint import RunRecord
-from bnbench.config import Config, run_id
+from bnbench.config import Config
 from bnbench.data import Splits
+from bnbench.identity import run_id
 from bnbench.paths import PACKAGE
 from bnbench.run_claim import RunHold
 from bnbench.store import FINAL_KEYS, SUMMARY_FILE, run_dir, write_json

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from bnbench.checkpoint import RunRecord, load_checkpoint, save_checkpoint
-from bnbench.config import Config, TrainConfig, run_id, validated
+from bnbench.config import Config, TrainConfig, validated
 from bnbench.data import Splits, load_splits
+from bnbench.identity import run_id
 from bnbench.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
 from bnbench.model import build_model
 from bnbench.progress import Progress

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bnbench.config import Config, run_id
+from bnbench.config import Config
+from bnbench.identity import run_id
 
 # --- layout ----------------------------------------------------------------------------------
 RUNS_DIR = "runs"  # results/<sweep>/runs/<run_id>/

@@ -30,7 +30,7 @@ from bnbench.claims import (
     secondary_table,
     verdict,
 )
-from bnbench.config import flatten
+from bnbench.identity import flatten
 from bnbench.measures import MEASURES
 from bnbench.planfile import PLAN_FILE, Plan, read_plan, write_plan
 from bnbench.stats import OUTCOMES, holm
@@ -472,6 +472,18 @@ def test_a_planned_run_that_failed_makes_the_verdict_incomplete(tmp_path):
     write_plan(sweep, Plan("quick", [], ids))
     result = verdict(claim, tmp_path)
     assert result.status == "incomplete" and (result.n_planned, result.n_done) == (8, 7)
+
+
+def test_a_plan_without_one_arm_of_the_primary_is_incomplete_not_an_error(tmp_path):
+    """`bnbench run -m experiment=X` plans X's runs alone; where a claim's control arm lives
+    in an extra cell, its verdict says how to plan the whole sweep instead of failing."""
+    claim = parse_claim("by-hand", copy.deepcopy(PLACEMENT_LIKE))
+    ids = placement_sweep(tmp_path, seeds=3)
+    post_only = [i for i in ids if "-post-" in i]
+    write_plan(tmp_path / "placement_by_hand", Plan("full", [], post_only))
+    result = verdict(claim, tmp_path)
+    assert result.status == "incomplete" and (result.n_planned, result.n_done) == (6, 6)
+    assert "control arm" in result.sentence and "bnbench claims run by-hand" in result.sentence
 
 
 def test_a_primary_measure_that_gives_several_cells_is_refused(tmp_path):

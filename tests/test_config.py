@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import TINY, bnbench, tiny_config
 
-from bnbench.config import ConfigError, run_id
+from bnbench.config import ConfigError
+from bnbench.identity import run_id
 from bnbench.plan import expand
 
 REFUSED = [
@@ -86,7 +87,8 @@ def test_run_id_ignores_where_and_how_but_not_what(tmp_path):
 
 def test_the_default_run_id_is_pinned():
     """A run id names a directory of results: a refactoring that changes it orphans them."""
-    from bnbench.config import Config, run_id
+    from bnbench.config import Config
+    from bnbench.identity import run_id
 
     # 53a00a3c3f33 since 2026-11-23: each seed its own data draw (dataset.split_seed null)
     # and the evaluation keys (train.val_subset, val_every, eval_train)
@@ -96,7 +98,8 @@ def test_the_default_run_id_is_pinned():
 def test_a_key_added_later_keeps_the_ids_of_runs_made_before_it(tmp_path):
     """model.head_norm came after the reference runs: at its old value it leaves the id as it
     was, set otherwise it makes a new one; a run directory without it reads as the old value."""
-    from bnbench.config import ADDED_LATER, Config, identity, run_id, settings
+    from bnbench.config import Config
+    from bnbench.identity import ADDED_LATER, identity, run_id, settings
     from bnbench.run_reader import read_config
     from bnbench.store import write_config
 

@@ -12,8 +12,9 @@ from conftest import tiny_config
 
 from bnbench.aggregate import aggregate
 from bnbench.checkpoint import RunRecord, save_checkpoint
-from bnbench.config import ConfigError, run_id, validate
+from bnbench.config import ConfigError, validate
 from bnbench.data import load_splits
+from bnbench.identity import run_id
 from bnbench.run_reader import read_run
 from bnbench.runner import execute, setup_training
 from bnbench.store import (

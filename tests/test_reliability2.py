@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from conftest import TINY, bnbench
 
-from bnbench.config import run_id
+from bnbench.identity import run_id
 from bnbench.plan import expand
 from bnbench.run_claim import describe_claim
 from bnbench.store import CLAIM_FILE, METRIC_COLUMNS, write_json
