@@ -50,6 +50,7 @@ from bnbench.store import (
     SUMMARY_FILE,
     DiskFull,
     is_finished,
+    remove_partial_writes,
     run_dir,
     write_config,
     write_csv,
@@ -104,6 +105,7 @@ def train_run(cfg: Config, claim: RunHold, parallel_jobs: int = 1) -> dict:
     """Train one run to its end (or its divergence), writing its files after every epoch."""
     directory = run_dir(cfg)
     (directory / SUMMARY_FILE).unlink(missing_ok=True)  # a rerun starts from nothing
+    remove_partial_writes(directory)  # an interrupted write's temp file; we hold the claim
     write_config(directory / CONFIG_FILE, cfg)
     started, timing = time.time(), dict.fromkeys(TIMED, 0.0)
     setup_clock = time.perf_counter()

@@ -112,6 +112,9 @@ def disk_full(path: Path) -> DiskFull:
     return error
 
 
+TEMP_SUFFIX = ".tmp"  # an atomic write's file until it is renamed in: `.<name>.<random>.tmp`
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "w") -> Iterator:
     """An open file that appears at `path` only once it is complete (synced, renamed in);
@@ -119,7 +122,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator:
     DiskFull naming the file, with nothing partial left behind."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     except OSError as error:
         if error.errno in FULL:
             raise disk_full(path) from None
@@ -136,6 +139,14 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator:
         if isinstance(error, OSError) and error.errno in FULL and not isinstance(error, DiskFull):
             raise disk_full(path) from None
         raise
+
+
+def remove_partial_writes(directory: Path) -> None:
+    """Delete the temporary files of atomic writes cut off mid-way (a signal can land between
+    creating one and the cleanup that would remove it). Only for a directory this process
+    alone writes to, e.g. a run directory whose claim it holds."""
+    for leftover in directory.glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, text: str) -> None:

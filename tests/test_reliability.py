@@ -245,6 +245,17 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(results):
     assert not leftovers(results / cfg.sweep)
 
 
+def test_a_rerun_removes_the_temp_file_of_a_write_a_signal_cut_off(results):
+    """Ctrl-C can land between an atomic write creating its temp file and the cleanup that
+    would remove it; the next process to hold the run's claim deletes it."""
+    cfg = tiny_config(results)
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True)
+    (directory / ".evals.csv.x1y2z3.tmp").write_text("epoch,st")
+    assert execute(cfg) == "completed"
+    assert not leftovers(results / cfg.sweep)
+
+
 def test_a_claim_with_a_stale_heartbeat_from_another_host_is_taken_over(results):
     cfg = tiny_config(results)
     plant_claim(run_dir(cfg), age_s=STALE_AFTER_S + 60, host="elsewhere", pid=1)
