@@ -213,7 +213,7 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
     done = plan.finished(sweep)
     if len(done) < len(plan.run_ids):
         again = (
-            f"bnbench claims run {name} --profile {plan.profile}"
+            claims_run_command(claim, plan.profile, results_root)
             if plan.profile
             else f"bnbench run -m {' '.join(plan.overrides)}"
         )
@@ -232,11 +232,11 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
     missing = missing_arms(claim.primary, runs)
     if missing:
         # e.g. `bnbench run -m experiment=X` alone: the claim's extra cells were never planned
+        again = claims_run_command(claim, plan.profile or "full", results_root)
         sentence = (
             f"incomplete: {sweep}'s plan has no runs of the primary measure's "
-            f"{' and '.join(missing)} arm; run `bnbench claims run {name}`, which plans the "
-            f"claim's whole sweep{' with its extra cells' if claim.extra_cells else ''} "
-            "(finished runs are kept)."
+            f"{' and '.join(missing)} arm{'s' if len(missing) > 1 else ''}; run `{again}`, "
+            "which plans the claim's whole sweep (the runs it already has are kept)."
         )
         n = len(plan.run_ids)
         return Verdict(claim, "incomplete", sentence, {}, pd.DataFrame(), n, n, plan.profile)
@@ -245,6 +245,14 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
     sentence = describe(claim, primary)
     n = len(plan.run_ids)
     return Verdict(claim, primary["outcome"], sentence, primary, secondary, n, n, plan.profile)
+
+
+def claims_run_command(claim: Claim, profile: str, results_root: str | Path) -> str:
+    """The command that plans and trains the claim's sweep whole: with every claim that
+    shares it (claims 4 and 10), so none of their extra cells drops out of its plan."""
+    names = [c.name for c in load_claims().values() if c.experiment == claim.experiment]
+    names = names if claim.name in names else [claim.name]  # a claim not in the claims files
+    return f"bnbench claims run {' '.join(names)} --profile {profile} results_dir={results_root}"
 
 
 def missing_arms(measure: Measure, runs: pd.DataFrame) -> list[str]:

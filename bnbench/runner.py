@@ -85,6 +85,9 @@ def execute(cfg: Config, parallel_jobs: int = 1) -> str:
                 record_unfinished(cfg, claim, "failed", {"error": "no space left on device"})
             raise
         except Exception as error:  # one broken run must not end the sweep
+            if not claim.held():  # taken over while we looked dead: the new holder trains it
+                _log(cfg, f"stopped: another process took the run over ({error!r})")
+                return "claimed"
             if type(error).__name__ == "UncompletedJobError":  # submitit: no requeue left
                 record_unfinished(cfg, claim, "interrupted", {"error": repr(error)})
                 _log(cfg, "interrupted at the time limit; the next call resumes it")

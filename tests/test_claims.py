@@ -475,15 +475,22 @@ def test_a_planned_run_that_failed_makes_the_verdict_incomplete(tmp_path):
 
 
 def test_a_plan_without_one_arm_of_the_primary_is_incomplete_not_an_error(tmp_path):
-    """`bnbench run -m experiment=X` plans X's runs alone; where a claim's control arm lives
-    in an extra cell, its verdict says how to plan the whole sweep instead of failing."""
-    claim = parse_claim("by-hand", copy.deepcopy(PLACEMENT_LIKE))
-    ids = placement_sweep(tmp_path, seeds=3)
-    post_only = [i for i in ids if "-post-" in i]
-    write_plan(tmp_path / "placement_by_hand", Plan("full", [], post_only))
-    result = verdict(claim, tmp_path)
+    """`bnbench run -m experiment=claim_regularization` plans claim 4's BN runs alone (its
+    no-BN control is an extra cell); the verdict names the command that plans the whole
+    sweep, with claim 10, which shares it, so neither claim's extra cell drops out."""
+    sweep, ids = tmp_path / "claim_regularization", []
+    for seed in range(3):
+        for lr in (0.1, 0.3):
+            config = {"model.norm": "batch", "model.dropout": 0.0, "model.head_dropout": 0.0}
+            config |= {"optim.lr": lr, "seed": seed, "dataset.name": "synthetic"}
+            ids.append(f"bn-{lr}-{seed}")
+            write_run(sweep, ids[-1], config, 0.8, 0.8)
+    write_plan(sweep, Plan(None, ["experiment=claim_regularization"], ids))
+    result = verdict("regularization", tmp_path)
     assert result.status == "incomplete" and (result.n_planned, result.n_done) == (6, 6)
-    assert "control arm" in result.sentence and "bnbench claims run by-hand" in result.sentence
+    assert "no runs of the primary measure's control arm;" in result.sentence
+    command = "bnbench claims run regularization dropout-interplay --profile full"
+    assert f"{command} results_dir={tmp_path}" in result.sentence
 
 
 def test_a_primary_measure_that_gives_several_cells_is_refused(tmp_path):

@@ -438,6 +438,20 @@ class UncompletedJobError(RuntimeError):
     """Named as submitit's: raised in a task out of requeues at its time limit."""
 
 
+def test_a_run_that_fails_after_its_claim_was_taken_over_is_not_marked_failed(results, monkeypatch):
+    """A live process judged dead (no heartbeat for STALE_AFTER_S) loses its run; the error
+    the takeover causes it (its temp file deleted under it) is not the run's failure."""
+    cfg = tiny_config(results)
+
+    def taken_over_then_broken(cfg, claim, parallel_jobs=1):
+        claim.path.write_text(json.dumps({"token": "another process"}))
+        raise FileNotFoundError("its .metrics.csv temp file, deleted by the new holder")
+
+    monkeypatch.setattr("bnbench.runner.train_run", taken_over_then_broken)
+    assert execute(cfg) == "claimed"
+    assert not (run_dir(cfg) / "summary.json").exists()
+
+
 def test_a_run_out_of_requeues_is_left_interrupted_and_the_command_says_so(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
