@@ -19,7 +19,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -31,6 +30,7 @@ from bnbench.planfile import read_plan
 from bnbench.run_reader import SkippedRunWarning
 from bnbench.stats import ALPHA, judge_paired, within_delta
 from bnbench.stats import holm as holm_adjust
+from bnbench.verdicts import describe
 
 DIRECTIONS = ("higher", "lower")
 CI_METHODS = ("t", "bca")
@@ -175,6 +175,11 @@ def parse_measure(claim: str, fields: dict) -> Measure:
     return measure
 
 
+def claims_of(experiment: str) -> list[Claim]:
+    """The claims judged on the sweep `experiment` makes; two may share one (claims 4, 10)."""
+    return [c for c in load_claims().values() if c.experiment == experiment]
+
+
 def get_claim(name: str) -> Claim:
     claims = load_claims()
     if name not in claims:
@@ -250,7 +255,7 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
 def claims_run_command(claim: Claim, profile: str, results_root: str | Path) -> str:
     """The command that plans and trains the claim's sweep whole: with every claim that
     shares it (claims 4 and 10), so none of their extra cells drops out of its plan."""
-    names = [c.name for c in load_claims().values() if c.experiment == claim.experiment]
+    names = [c.name for c in claims_of(claim.experiment)]
     names = names if claim.name in names else [claim.name]  # a claim not in the claims files
     return f"bnbench claims run {' '.join(names)} --profile {profile} results_dir={results_root}"
 
@@ -305,51 +310,3 @@ def holm_outcome(row) -> str:
         return "supported" if sign * row.mean > 0 else "contradicted"
     equivalent = within_delta(row.n, row.lo90, row.hi90, row.delta)
     return "no effect" if equivalent else "inconclusive"
-
-
-def describe(claim: Claim, primary: dict) -> str:
-    """The outcome in one or two sentences, no stronger than the data."""
-    unit, delta = primary["unit"], primary["delta"]
-    effect = (
-        f"{primary['cell']}: {_signed(primary['mean'])} {unit} "
-        f"[95% CI {_signed(primary['lo'])}, {_signed(primary['hi'])}], n={primary['n']}, "
-        f"exact p={primary['p']:.3g}, delta={delta:g} {unit}"
-    )
-    outcome = primary["outcome"]
-    if outcome == "no effect":
-        return (
-            f"NO EFFECT larger than {delta:g} {unit} (90% CI "
-            f"{_signed(primary['lo90'])}, {_signed(primary['hi90'])} inside +-{delta:g}): {effect}."
-        )
-    if outcome == "inconclusive":
-        needed = f"detecting {delta:g} {unit} would take about {_count(primary['seeds_for_delta'])}"
-        if np.isinf(primary["mde"]):
-            power = (
-                f"At n={primary['n']} the exact test cannot reach p < {ALPHA} whatever the "
-                f"effect (its smallest p is {2 / 2 ** primary['n']:.3g}); {needed} seeds."
-            )
-        else:
-            power = (
-                f"At n={primary['n']} the smallest effect detectable with 80% power is "
-                f"{primary['mde']:.3g} {unit}; {needed} seeds."
-            )
-        return f"INCONCLUSIVE: {effect}. {power}"
-    # Significant, and also equivalent: smaller than any effect of interest.
-    if within_delta(primary["n"], primary["lo90"], primary["hi90"], delta):
-        size = (
-            f" Its 90% CI [{_signed(primary['lo90'])}, {_signed(primary['hi90'])}] lies inside "
-            f"+-{delta:g} {unit}: no effect larger than delta either."
-        )
-    elif abs(primary["mean"]) < delta:
-        size = f" The effect is smaller than delta ({delta:g} {unit})."
-    else:
-        size = ""
-    return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}.{size}"
-
-
-def _signed(value: float) -> str:
-    return "nan" if value is None or np.isnan(value) else f"{value:+.3g}"
-
-
-def _count(value: float) -> str:
-    return "?" if value is None or np.isnan(value) else f"{int(value)}"

@@ -162,19 +162,11 @@ def report_blocks(runs, skipped, figures: list[FigureFile], headline: Table, nam
     return blocks
 
 
-def claims_of(sweep: Path) -> list:
-    """The claims whose experiment made this sweep (its directory name); two claims may
-    share one sweep (claims 4 and 10)."""
-    from bnbench.claims import load_claims
-
-    return [c for c in load_claims().values() if c.experiment == sweep.name]
-
-
 def claim_verdicts(sweep: Path) -> list:
     """The verdicts of the claims judged on this sweep (none for any other sweep)."""
-    from bnbench.claims import verdict
+    from bnbench.claims import claims_of, verdict
 
-    return [verdict(claim.name, sweep.parent) for claim in claims_of(sweep)]
+    return [verdict(claim.name, sweep.parent) for claim in claims_of(sweep.name)]
 
 
 def claim_blocks(sweep: Path, result) -> list:

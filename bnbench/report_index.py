@@ -10,8 +10,9 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from bnbench.claims import claims_of
 from bnbench.machine import available_cores
-from bnbench.report import ReportResult, build_report, claims_of
+from bnbench.report import ReportResult, build_report
 from bnbench.report_render import Link, write_reports
 from bnbench.report_tables import Table, text_table
 from bnbench.store import RUNS_DIR
@@ -111,5 +112,5 @@ def report_pages(report: ReportResult) -> tuple[Path, Path]:
 
 def sweep_order(sweep: Path) -> tuple:
     """Claim sweeps first, by claim number; then the rest by name."""
-    claims = claims_of(sweep)
+    claims = claims_of(sweep.name)
     return (0, claims[0].number, "") if claims else (1, 0, sweep.name)

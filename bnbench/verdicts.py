@@ -1,11 +1,16 @@
 """How a verdict is shown, defined once for the terminal (`bnbench claims verdict`) and the
-reports (bnbench.report): the effect text, the rows of the verdict table, the index row."""
+reports (bnbench.report): the effect text, the rows of the verdict table, the index row,
+and the verdict in words (`describe`)."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from bnbench.stats import fmt_p, within_delta
+from bnbench.stats import ALPHA, fmt_p, within_delta
+
+if TYPE_CHECKING:
+    from bnbench.claims import Claim
 
 HEADER = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
 
@@ -76,3 +81,47 @@ def index_row(result) -> list[str]:
 
 
 INDEX_HEADER = ["claim", "outcome", "primary measure", "effect [95% CI]", "n", "p", "delta"]
+
+
+def describe(claim: Claim, primary: dict) -> str:
+    """The outcome in one or two sentences, no stronger than the data."""
+    unit, delta = primary["unit"], primary["delta"]
+    effect = (
+        f"{primary['cell']}: {signed(primary['mean'])} {unit} "
+        f"[95% CI {signed(primary['lo'])}, {signed(primary['hi'])}], n={primary['n']}, "
+        f"exact p={primary['p']:.3g}, delta={delta:g} {unit}"
+    )
+    outcome = primary["outcome"]
+    if outcome == "no effect":
+        return (
+            f"NO EFFECT larger than {delta:g} {unit} (90% CI "
+            f"{signed(primary['lo90'])}, {signed(primary['hi90'])} inside +-{delta:g}): {effect}."
+        )
+    if outcome == "inconclusive":
+        needed = f"detecting {delta:g} {unit} would take about {_count(primary['seeds_for_delta'])}"
+        if math.isinf(primary["mde"]):
+            power = (
+                f"At n={primary['n']} the exact test cannot reach p < {ALPHA} whatever the "
+                f"effect (its smallest p is {2 / 2 ** primary['n']:.3g}); {needed} seeds."
+            )
+        else:
+            power = (
+                f"At n={primary['n']} the smallest effect detectable with 80% power is "
+                f"{primary['mde']:.3g} {unit}; {needed} seeds."
+            )
+        return f"INCONCLUSIVE: {effect}. {power}"
+    # Significant, and also equivalent: smaller than any effect of interest.
+    if within_delta(primary["n"], primary["lo90"], primary["hi90"], delta):
+        size = (
+            f" Its 90% CI [{signed(primary['lo90'])}, {signed(primary['hi90'])}] lies inside "
+            f"+-{delta:g} {unit}: no effect larger than delta either."
+        )
+    elif abs(primary["mean"]) < delta:
+        size = f" The effect is smaller than delta ({delta:g} {unit})."
+    else:
+        size = ""
+    return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}.{size}"
+
+
+def _count(value: float) -> str:
+    return "?" if value is None or math.isnan(value) else f"{int(value)}"
