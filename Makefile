@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 BNBENCH := $(VENV)/bin/bnbench
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-PROFILE ?= full
+PROFILE ?= confirmatory
 CLAIMS  := faster-convergence higher-lr init-robustness regularization covariate-shift \
            gradient-flow small-batch test-time-stats placement dropout-interplay
 
@@ -30,8 +30,13 @@ $(FASHION_MNIST):
 		     "or pass dataset.data_dir=DIR holding the four IDX files"; exit 1; \
 	fi
 
-demo: install data  ## BN vs no-BN on Fashion-MNIST, then the comparison table
+# The demo trains one seed per arm: its last lines say what that can and cannot show.
+demo: install data  ## BN vs no-BN on Fashion-MNIST, the comparison, its report and figures
 	$(BNBENCH) run
+	$(BNBENCH) report results/default
+	@echo "One seed per arm shows that both nets train and where each got on one data draw;"
+	@echo "it cannot show whether BN is better: that needs the spread over seeds. Claim 1"
+	@echo "decides whether BN trains faster, on 10 seeds: bnbench claims run faster-convergence"
 
 # One test file per worker, every core busy; the SLURM tests after, alone: they time a job
 # against its time limit on the same cores.
@@ -44,11 +49,13 @@ test-fast: install
 
 # One claim, or all: the sweeps through one pool of workers (finished runs are skipped, so
 # this resumes), then each sweep's report and each claim's verdict.
-# PROFILE=quick: 3 seeds on a small subset; full (default): 10 seeds, each its own data draw.
+# PROFILE=confirmatory (default): the pre-registered protocols on seeds 100-109 (as
+# results/reference/); full: the same on the development seeds 0-9; quick: 3 seeds on a
+# small subset. Each seed is its own data draw.
 $(addprefix claim-,$(CLAIMS)): claim-%: install data
 	$(BNBENCH) claims run $* --profile $(PROFILE)
 
-claims: install data  ## all ten, PROFILE=full unless given
+claims: install data  ## all ten, PROFILE=confirmatory unless given
 	$(BNBENCH) claims run --all --profile $(PROFILE)
 
 claims-quick:  ## all ten with the quick profile
@@ -58,7 +65,7 @@ bench: install data  ## training throughput vs a plain PyTorch loop
 	$(BNBENCH) bench
 
 bench-parallel: install data  ## 8 runs: sequential vs joblib workers
-	$(PY) -m bnbench.bench_parallel
+	$(PY) -m bnbench.bench.parallel
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -68,6 +75,6 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-clean:  ## outputs and caches; keeps results/reference and the venv
-	find results -mindepth 1 -maxdepth 1 ! -name reference -exec rm -rf {} +
+clean:  ## outputs and caches; keeps results/reference, results/development and the venv
+	find results -mindepth 1 -maxdepth 1 ! -name reference ! -name development -exec rm -rf {} +
 	rm -rf .pytest_cache .ruff_cache outputs multirun

@@ -7,18 +7,21 @@ import copy
 import dataclasses
 import functools
 import gzip
+import json
 import os
 import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bnbench.config import Config
-from bnbench.plan import expand
+from bnbench.config.schema import Config
+from bnbench.store.files import HOLD_FILE, METRIC_COLUMNS
+from bnbench.sweep.plan import expand
 
 # A test run started in the background (`make test &` in a script) inherits SIGINT ignored,
 # and so would every command it starts; the tests that press Ctrl-C need it as a terminal
@@ -94,3 +97,36 @@ def fake_fashion_mnist(directory: Path, n_train: int = 2000, n_test: int = 50) -
     }
     for stem, array in arrays.items():
         write_idx(directory / f"{stem}.gz", array)
+
+
+def configs(args: list[str]) -> list:
+    """The configs that `bnbench run -m ARGS` trains, in order, to train them in this process."""
+    return [planned.config for planned in expand([a for a in args if a != "-m"], multirun=True)]
+
+
+def same_metrics(a: Path, b: Path) -> None:
+    """Identical metrics.csv and steps.csv (bit for bit), wall times aside."""
+    import pandas as pd
+
+    columns = [c for c in METRIC_COLUMNS if c != "epoch_time_s"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a / "metrics.csv")[columns],
+        pd.read_csv(b / "metrics.csv")[columns],
+        check_exact=True,
+    )
+    assert (a / "steps.csv").read_text() == (b / "steps.csv").read_text()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def plant_claim(directory: Path, age_s: float = 0, **info) -> Path:
+    """A claim.json (a run's hold) as another process would leave it, `age_s` old."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / HOLD_FILE
+    path.write_text(json.dumps(info))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path

@@ -1,0 +1,1 @@
+"""The run files as tables, and what is computed on them: statistics, pairing, measures."""

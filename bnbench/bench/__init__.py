@@ -1,0 +1,1 @@
+"""Benchmarks: training throughput against plain PyTorch, a sweep's time, parallel workers."""

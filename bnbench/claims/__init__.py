@@ -1,0 +1,1 @@
+"""The claims about batch norm on trial: their registry, and each one's verdict from its sweep."""

@@ -1,0 +1,6 @@
+"""`python -m bnbench.cli`: the `bnbench` command."""
+
+from bnbench.cli import app
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""A run's typed config and its checks, its identity, bnbench's paths, the machine's cores."""

@@ -1,0 +1,57 @@
+"""Verdicts as data, through the real commands: `claims verdict --json`, the verdicts.csv a
+report writes at its results root (claims in number order, one row per measure, the kind of
+each verdict), and the loaders `bnbench.load_verdicts`, `load_steps`, `load_evals`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bnbench
+from bnbench.claims.verdict_table import VERDICT_COLUMNS
+from tests.conftest import TINY
+from tests.conftest import bnbench as run_bnbench
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verdicts")
+    run_bnbench(
+        "claims", "run", "test-time-stats", "faster-convergence", "--profile", "quick",
+        *TINY, f"results_dir={root}", cwd=root,
+    )  # fmt: skip
+    return root
+
+
+def test_claims_verdict_json_has_the_sentence_and_one_row_per_measure(judged):
+    out = run_bnbench("claims", "verdict", "test-time-stats", str(judged), "--json", cwd=judged)
+    said = json.loads(out.stdout)
+    roles = [row["role"] for row in said["rows"]]
+    assert roles[0] == "primary" and set(roles[1:]) == {"secondary"}
+    primary = said["rows"][0]
+    assert set(primary) <= set(VERDICT_COLUMNS) and primary["n"] == 3
+    assert primary["kind"] == "exploratory" and "seeds 0-2" in said["sentence"]
+    assert said["sentence"].startswith(("PREVIEW", said["status"].upper()))
+
+
+def test_the_report_writes_verdicts_csv_in_claim_order_and_the_loaders_read_it(judged):
+    verdicts = bnbench.load_verdicts(judged)
+    assert list(verdicts.columns) == VERDICT_COLUMNS
+    assert verdicts["number"].tolist() == sorted(verdicts["number"])
+    primaries = verdicts[verdicts["role"].eq("primary")]
+    assert primaries["claim"].tolist() == ["faster-convergence", "test-time-stats"]
+    assert set(verdicts["kind"]) == {"exploratory"}
+    assert {"load_verdicts", "load_steps", "load_evals"} <= set(dir(bnbench))
+    steps = bnbench.load_steps(judged / "claim_faster_convergence")
+    evals = bnbench.load_evals(judged / "claim_faster_convergence")
+    assert {"run_id", "step", "train_loss"} <= set(steps.columns)
+    assert {"run_id", "step", "val_acc"} <= set(evals.columns)
+    # 30 runs (5 LRs x 2 norms x 3 seeds); one that diverges before validating has no evals
+    assert steps["run_id"].nunique() == 30
+    assert 0 < evals["run_id"].nunique() <= 30 and set(evals["run_id"]) <= set(steps["run_id"])
+
+
+def test_load_verdicts_names_the_command_when_there_is_none(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bnbench report"):
+        bnbench.load_verdicts(tmp_path)

@@ -1,0 +1,172 @@
+"""How figures look: sizes within bounds, facets and labels in words, the claim figure's
+primary in a panel of its own, and the overview of every claim's primary effect."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bnbench.report.plots_claim import plot_claim, plot_overview
+from bnbench.report.style import MAX_PX, cell_label, fmt_value, save
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the IHDR chunk
+    return width, height
+
+
+def test_no_figure_is_saved_larger_than_the_bound(tmp_path: Path):
+    for size in [(24.0, 6.0), (6.0, 40.0), (8.0, 5.0)]:
+        fig = Figure(figsize=size)
+        fig.subplots().plot([0, 1], [0, 1])
+        save(fig, tmp_path / "f.png", tmp_path / "f.svg")
+        width, height = png_size(tmp_path / "f.png")
+        assert width <= MAX_PX[0] and height <= MAX_PX[1], (size, width, height)
+    assert png_size(tmp_path / "f.png") == (1600, 1000)  # a small figure keeps 200 dpi
+
+
+def test_facets_and_values_read_in_words():
+    columns = ["model.head_norm", "model.groups", "optim.lr", "train.batch_size"]
+    assert cell_label(columns, (False, None, 0.00078125, 2)) == (
+        "head BN: no, LR: 0.00078125, batch size: 2"
+    )
+    assert cell_label(["model.norm"], ("none",)) == "norm: none"  # a value, not a missing one
+    assert fmt_value(np.True_) == "yes" and fmt_value("before_norm") == "before norm"
+    assert fmt_value(float("nan")) == "none"
+
+
+def verdict(number: int, name: str, outcome: str, mean: float, delta: float, unit: str):
+    primary = {
+        "label": f"primary of {name}",
+        "mean": mean,
+        "lo": mean - 1,
+        "hi": mean + 1,
+        "delta": delta,
+        "unit": unit,
+        "outcome": outcome,
+        "direction": "higher",
+    }
+    secondary = pd.DataFrame(
+        [
+            {**primary, "label": "a secondary", "cell": "a", "outcome_holm": "inconclusive"},
+            {
+                **primary,
+                "cell": "b",
+                "mean": -13.0,
+                "lo": -13.2,
+                "hi": -12.9,
+                "outcome_holm": "supported",
+            },
+        ]
+    ).assign(name=["a secondary", "b"])
+    claim = SimpleNamespace(number=number, name=name)
+    return SimpleNamespace(claim=claim, status=outcome, primary=primary, secondary=secondary)
+
+
+def test_a_claim_figure_gives_the_primary_its_own_panel_and_axis():
+    """A secondary at -13 decades beside a primary at +0.24 shares no axis with it."""
+    fig = plot_claim(verdict(6, "gradient-flow", "contradicted", 0.24, 0.5, "decades"), "t")
+    primary, secondaries = fig.axes[0], fig.axes[1]
+    assert len(primary.get_yticks()) == 1
+    assert primary.get_xlim()[1] < 2 < 13 < -secondaries.get_xlim()[0]
+
+
+def test_the_overview_draws_each_primary_in_its_unit_in_claim_order():
+    verdicts = [
+        verdict(1, "faster-convergence", "supported", -0.7, 0.32, "log2 steps"),
+        verdict(2, "higher-lr", "supported", 1.1, 0.25, "decades"),
+        verdict(8, "test-time-stats", "supported", -37.4, 1.0, "points"),
+    ]
+    fig = plot_overview(verdicts)
+    labels = [ax.get_yticklabels()[0].get_text() for ax in fig.axes]
+    assert labels == ["1. faster-convergence", "2. higher-lr", "8. test-time-stats"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["log2 steps", "decades", "points"]
+    low, high = fig.axes[2].get_xlim()
+    assert low < -38.4 and high > 0 and low > -60  # fitted to the effect, not to one scale
+    assert fig.axes[0].get_xlim()[1] < 3
+
+
+def test_a_sparse_dropout_design_is_drawn_as_points_not_an_empty_heatmap():
+    """Claim 10's design: dropout rates only with BN, in one of four settings of another
+    factor; a dense norm x rate grid keeps its heatmap."""
+    from test_report import fake_runs
+
+    from bnbench.report.figures import figure_specs
+    from bnbench.report.plots import plot_factor
+
+    dense_runs, curves = fake_runs(**{"model.dropout": [0.0, 0.2, 0.5]})
+    assert "dropout" in [name for name, *_ in figure_specs(dense_runs, curves)]
+    runs, curves = fake_runs(**{"model.head_dropout": [0.0, 0.1, 0.2, 0.3]})
+    runs["model.dropout"] = 0.0
+    extra = runs[runs["model.norm"].eq("batch") & runs["model.head_dropout"].eq(0.0)]
+    runs = pd.concat([runs, extra.assign(**{"model.dropout": 0.3})], ignore_index=True)
+    runs["run_id"] = [f"r{i}" for i in range(len(runs))]
+    specs = {name: build for name, _, _, build in figure_specs(runs, curves)}
+    fig = specs["dropout"]()
+    assert not fig.axes[0].images  # points, not a heatmap
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["head dropout: 0"]
+    assert len(plot_factor(runs, "model.dropout").axes) == 1
+
+
+def test_the_y_range_fits_the_data_and_keeps_chance_only_where_it_lies():
+    from test_report import fake_runs
+
+    from bnbench.report.plots import plot_factor
+
+    runs, _ = fake_runs(**{"optim.lr": [0.01, 0.1]})
+    runs["val_acc"] = 0.8 + 0.01 * runs["seed"]
+    ax = plot_factor(runs, "optim.lr").axes[0]
+    assert ax.get_ylim()[0] > 40  # accuracies of 50-90%: the axis does not reach down to 10
+    assert not [line for line in ax.lines if line.get_linestyle() == ":"]
+    legend = [t.get_text() for t in ax.figure.legends[0].get_texts()]
+    assert "chance accuracy" not in legend  # the legend names only what is drawn
+    runs["chance_acc"] = 0.805  # inside the data's range: drawn
+    ax = plot_factor(runs, "optim.lr").axes[0]
+    assert [line for line in ax.lines if line.get_linestyle() == ":"]
+
+
+def test_convergence_compares_what_differs_between_the_arms():
+    """Every run BN, placement swept (claim 9): one line per placement, not one BN line."""
+    from test_report import fake_runs
+
+    from bnbench.report.plots_convergence import plot_convergence
+
+    runs, curves = fake_runs(**{"model.placement": ["pre", "post"], "optim.lr": [0.01, 0.1]})
+    runs, curves = runs[runs["model.norm"].eq("batch")], curves[curves["model.norm"].eq("batch")]
+    fig = plot_convergence(runs, curves)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [label.split(" at ")[0] for label in labels[:2]] == [
+        "BN placement: pre",
+        "BN placement: post",
+    ]
+    assert all(" at LR: " in label for label in labels[:2])
+    assert len(fig.axes[0].lines) == 2 and "each BN placement" in fig.get_suptitle()
+    runs, curves = fake_runs(**{"optim.lr": [0.01, 0.1]})  # the norms differ: they are the arms
+    fig = plot_convergence(runs, curves)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0].startswith("BN (batch) at LR: ") and "each norm" in fig.get_suptitle()
+
+
+def test_convergence_draws_the_loss_per_optimizer_step_where_steps_csv_has_it():
+    """A 2-epoch sweep is a straight line per epoch; its steps.csv rows give the curve."""
+    from test_report import fake_runs
+
+    from bnbench.report.plots_convergence import plot_convergence
+
+    runs, curves = fake_runs(**{"optim.lr": [0.01]})
+    steps = runs[["run_id"]].merge(pd.DataFrame({"step": [20, 40, 60, 80]}), how="cross")
+    steps["train_loss"] = 2.0 / steps["step"] ** 0.5
+    fig = plot_convergence(runs, curves, steps)
+    loss = fig.axes[0]
+    assert loss.get_xlabel() == "optimizer step"
+    assert [list(line.get_xdata()) for line in loss.lines] == [[20, 40, 60, 80]] * 2
+    per_epoch = plot_convergence(runs, curves).axes[0]  # no steps: per epoch, as before
+    assert per_epoch.get_xlabel() == "epoch" and list(per_epoch.lines[0].get_xdata()) == [1, 2]
+    # one logged step per run is a point, not a curve: the loss stays per epoch, visible
+    one = plot_convergence(runs, curves, steps[steps["step"].eq(80)]).axes[0]
+    assert one.get_xlabel() == "epoch" and list(one.lines[0].get_xdata()) == [1, 2]
