@@ -1,6 +1,7 @@
 """The `bnbench` command: the app and its `run` command (plan, check, hand to Hydra, whose
 job is bnbench.sweep.job's). `data`, `report` and `bench` are in bnbench.cli.tools_app,
-`claims` in bnbench.cli.claims_app; both are added here."""
+`claims` in bnbench.cli.claims_app, `export` and `replay` in their own modules; all are added
+here."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from bnbench.cli.plan_view import (
     print_next,
     warn_other_settings,
 )
+from bnbench.cli.replay_app import replay_app
 from bnbench.cli.terminal import (
     console,
     err_console,
@@ -67,6 +69,7 @@ DEFAULT_COMPARISON = ["model.norm=batch,none"]
 app.add_typer(tools_app)  # data, report, bench: commands of this app, listed before claims
 app.add_typer(claims_app, name="claims")
 app.add_typer(export_app)  # export: after claims in the command list
+app.add_typer(replay_app)  # replay: last, a reader's check of committed runs
 
 # The keys most runs set, for `bnbench run --help` (every key: docs/configuration.md).
 COMMON_KEYS = (

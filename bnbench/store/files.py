@@ -63,6 +63,8 @@ METRIC_COLUMNS = [
     "grad_norm",
     "epoch_time_s",
 ]
+# Wall-clock columns: never the same twice, so a replayed run is compared without them.
+TIMING_COLUMNS = ("epoch_time_s",)
 STEP_COLUMNS = ["step", "epoch", "train_loss", "lr"]
 PROBE_COLUMNS = ["step", "probe", "layer", "value"]  # long format; see bnbench/probes.py
 # Validation after `step` optimizer steps: every validated epoch's end, and every
