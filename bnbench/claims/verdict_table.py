@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bnbench.analysis.stats import within_delta
 from bnbench.store.files import write_atomic
 
 VERDICTS_FILE = "verdicts.csv"
@@ -29,6 +30,7 @@ VERDICT_COLUMNS = [
     "delta",  # the smallest effect of interest, in `unit`
     "direction",  # the sign the claim predicts: higher | lower
     "outcome",  # supported | contradicted | no effect | inconclusive (| incomplete)
+    "within_delta",  # the 90% CI inside +-delta: a decided effect too small to matter
     "kind",  # confirmatory | exploratory
     "reasons",  # why exploratory, "; "-joined
     "seeds",  # the seeds judged, e.g. "100-109"
@@ -53,11 +55,16 @@ def verdict_rows(result) -> list[dict]:
         return [about | {"role": "primary", "label": claim.primary.label, "outcome": "incomplete"}]
     p = result.primary
     keys = ("label", "cell", "unit", "mean", "lo", "hi", "n", "p", "delta", "direction")
-    rows = [about | {"role": "primary", "outcome": p["outcome"]} | {k: p[k] for k in keys}]
+    primary = {"role": "primary", "outcome": p["outcome"], "within_delta": too_small(p)}
+    rows = [about | primary | {k: p[k] for k in keys}]
     for row in result.secondary.to_dict("records"):
-        cell = {k: row[k] for k in keys} | {"p_holm": row["p_holm"]}
+        cell = {k: row[k] for k in keys} | {"p_holm": row["p_holm"], "within_delta": too_small(row)}
         rows.append(about | {"role": "secondary", "outcome": row["outcome_holm"]} | cell)
     return rows
+
+
+def too_small(measure: dict) -> bool:
+    return within_delta(measure["n"], measure["lo90"], measure["hi90"], measure["delta"])
 
 
 def verdicts_frame(results) -> pd.DataFrame:

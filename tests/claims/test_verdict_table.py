@@ -5,6 +5,7 @@ each verdict), and the loaders `bnbench.load_verdicts`, `load_steps`, `load_eval
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,3 +56,27 @@ def test_the_report_writes_verdicts_csv_in_claim_order_and_the_loaders_read_it(j
 def test_load_verdicts_names_the_command_when_there_is_none(tmp_path):
     with pytest.raises(FileNotFoundError, match="bnbench report"):
         bnbench.load_verdicts(tmp_path)
+
+
+def test_within_delta_marks_a_decided_effect_too_small_to_matter() -> None:
+    """The column REPORT.md prints as "supported, within ±delta": the 90% CI inside ±delta."""
+    import pandas as pd
+
+    from bnbench.claims.verdict_table import verdict_rows
+
+    def measure(lo90, hi90):
+        return dict(
+            label="m", cell="c", unit="points", mean=(lo90 + hi90) / 2, lo=lo90 - 0.1,
+            hi=hi90 + 0.1, lo90=lo90, hi90=hi90, n=10, p=0.002, delta=1.0, direction="higher",
+        )  # fmt: skip
+
+    claim = SimpleNamespace(name="x", number=1, primary=SimpleNamespace(label="m"))
+    secondary = pd.DataFrame([measure(1.2, 2.0) | {"p_holm": 0.01, "outcome_holm": "supported"}])
+    result = SimpleNamespace(
+        claim=claim, kind=SimpleNamespace(kind="confirmatory", reasons=[]), seeds=list(range(10)),
+        profile="confirmatory", status="judged", secondary=secondary,
+        primary=measure(0.2, 0.6) | {"outcome": "supported"},
+    )  # fmt: skip
+    rows = verdict_rows(result)
+    assert [row["within_delta"] for row in rows] == [True, False]
+    assert set(rows[0]) <= set(VERDICT_COLUMNS)
