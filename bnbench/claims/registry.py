@@ -24,6 +24,11 @@ from bnbench.config.paths import claims_files
 
 DIRECTIONS = ("higher", "lower")
 CI_METHODS = ("t", "bca")
+# A declared reading: words a claim adds to its verdict when its secondaries say so, fixed
+# before the runs like the measures. `split`: the cells of one secondary measure have
+# opposite signs, each with a Holm p below 0.05. `unconfirmed`: the primary is supported
+# but one secondary measure is not.
+READING_KINDS = ("split", "unconfirmed")
 
 
 class UnknownClaim(KeyError):
@@ -66,6 +71,13 @@ class Measure:
 
 
 @dataclass(frozen=True)
+class Reading:
+    kind: str  # one of READING_KINDS
+    secondary: int  # which secondary measure, counted from 0 in the claim's list
+    text: str  # what the verdict then says, e.g. "the effect depends on the activation"
+
+
+@dataclass(frozen=True)
 class Claim:
     name: str
     number: int
@@ -80,6 +92,7 @@ class Claim:
     # arm at one LR, say), which a cartesian Hydra sweep cannot hold. Secondary cells only:
     # the quick profile leaves them out.
     extra_cells: tuple[str, ...] = ()
+    readings: tuple[Reading, ...] = ()
 
 
 def load_claims(path: Path | None = None) -> dict[str, Claim]:
@@ -141,7 +154,8 @@ def parse_claim(name: str, fields: dict) -> Claim:
     extra_cells = fields.get("extra_cells") or []
     if not isinstance(extra_cells, list) or not all(isinstance(e, str) for e in extra_cells):
         raise ClaimFileError(f"claim {name!r}: extra_cells must be a list of experiment names")
-    known = {*required, "secondary", "extra_cells"}
+    readings = tuple(parse_reading(name, r, len(secondary)) for r in fields.get("readings") or [])
+    known = {*required, "secondary", "extra_cells", "readings"}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ClaimFileError(f"claim {name!r}: unknown key(s) {', '.join(unknown)}")
@@ -152,7 +166,24 @@ def parse_claim(name: str, fields: dict) -> Claim:
         primary=parse_measure(name, fields["primary"]),
         secondary=secondary,
         extra_cells=tuple(extra_cells),
+        readings=readings,
     )
+
+
+def parse_reading(claim: str, fields: dict, n_secondary: int) -> Reading:
+    try:
+        reading = Reading(**fields)
+    except TypeError as error:
+        raise ClaimFileError(f"claim {claim!r}: a reading: {error}") from None
+    if reading.kind not in READING_KINDS:
+        known = " | ".join(READING_KINDS)
+        raise ClaimFileError(f"claim {claim!r}: reading kind {reading.kind!r}; known: {known}")
+    index = reading.secondary
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_secondary:
+        raise ClaimFileError(
+            f"claim {claim!r}: a reading's secondary must be 0..{n_secondary - 1} (got {index!r})"
+        )
+    return reading
 
 
 def parse_measure(claim: str, fields: dict) -> Measure:

@@ -98,7 +98,9 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
     secondary = secondary_table(claim.secondary, runs, sweep)
     kind = verdict_kind(claim, locked_claims().get(name), plan.protocols.get(name), runs)
     seeds = sorted(int(s) for s in runs["seed"].unique())
-    sentence = f"{describe(claim, primary)} {kind_text(kind, seeds)}"
+    said = [describe(claim, primary)]
+    said += [f"Declared reading: {text}." for text in readings_met(claim, primary, secondary)]
+    sentence = " ".join([*said, kind_text(kind, seeds)])
     n, status = len(planned), primary["outcome"]
     return Verdict(claim, status, sentence, primary, secondary, n, n, plan.profile, kind, seeds)
 
@@ -150,7 +152,7 @@ def judge_measure(measure: Measure, runs: pd.DataFrame, sweep: Path) -> dict:
 def secondary_table(measures, runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
     """Every secondary cell: mean, 95% CI, n, exact p, Holm-adjusted p among them all."""
     rows = []
-    for measure in measures:
+    for index, measure in enumerate(measures):
         try:
             diffs = differences(measure, runs, sweep)
         except KeyError:  # what it reads is not in these runs (an older protocol): no cells
@@ -160,12 +162,31 @@ def secondary_table(measures, runs: pd.DataFrame, sweep: Path) -> pd.DataFrame:
             result = judge_paired(group["diff"], measure.direction, measure.delta, measure.ci)
             name = cell if several else measure.label  # a one-cell measure: its label says it
             about = {"name": name, "label": measure.label, "cell": cell, "unit": measure.unit}
+            about["secondary"] = index  # which of the claim's secondary measures
             rows.append(about | {"direction": measure.direction} | result)
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = holm_adjust(table["p"])
         table["outcome_holm"] = [holm_outcome(row) for row in table.itertuples()]
     return table
+
+
+def readings_met(claim: Claim, primary: dict, secondary: pd.DataFrame) -> list[str]:
+    """The texts of the claim's declared readings that its secondaries call for."""
+    met = []
+    for reading in claim.readings:
+        cells = secondary[secondary["secondary"] == reading.secondary] if len(secondary) else None
+        if cells is not None and len(cells) and reading_met(reading.kind, primary, cells):
+            met.append(reading.text)
+    return met
+
+
+def reading_met(kind: str, primary: dict, cells: pd.DataFrame) -> bool:
+    if kind == "split":  # every cell decided, and not all the same way
+        decided = (cells["p_holm"] < ALPHA).all()
+        return bool(decided and (cells["mean"] > 0).any() and (cells["mean"] < 0).any())
+    confirmed = (cells["outcome_holm"] == "supported").all()  # kind == "unconfirmed"
+    return primary["outcome"] == "supported" and not confirmed
 
 
 def holm_outcome(row) -> str:

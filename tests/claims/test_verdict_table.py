@@ -80,3 +80,41 @@ def test_within_delta_marks_a_decided_effect_too_small_to_matter() -> None:
     rows = verdict_rows(result)
     assert [row["within_delta"] for row in rows] == [True, False]
     assert set(rows[0]) <= set(VERDICT_COLUMNS)
+
+
+def test_declared_readings_are_said_when_their_secondaries_call_for_them() -> None:
+    """claim 9's readings: opposite decided cells -> `split`; a supported primary whose
+    control secondary is not supported -> `unconfirmed`. Known answers on small tables."""
+    import pandas as pd
+
+    from bnbench.claims.registry import ClaimFileError, parse_claim
+    from bnbench.claims.verdict import readings_met
+
+    measure = dict(
+        measure="final_metric", treatment={"model.norm": "batch"}, control={"model.norm": "none"},
+        label="m", unit="points", direction="higher", delta=0.5,
+    )  # fmt: skip
+    fields = dict(
+        number=9, text="t", source="s", experiment="e", anchor="a", why="w", primary=measure,
+        secondary=[measure, measure],
+        readings=[
+            {"kind": "split", "secondary": 0, "text": "depends"},
+            {"kind": "unconfirmed", "secondary": 1, "text": "head"},
+        ],
+    )  # fmt: skip
+    claim = parse_claim("x", fields)
+
+    def table(means, p_holm, outcomes):
+        return pd.DataFrame(
+            {"secondary": [0, 0, 1], "mean": means, "p_holm": p_holm, "outcome_holm": outcomes}
+        )
+
+    supported = {"outcome": "supported"}
+    split = table([+1.0, -1.0, 0.2], [0.01, 0.02, 0.5], ["", "", "inconclusive"])
+    assert readings_met(claim, supported, split) == ["depends", "head"]
+    one_undecided = table([+1.0, -1.0, 0.8], [0.01, 0.2, 0.01], ["", "", "supported"])
+    assert readings_met(claim, supported, one_undecided) == []
+    assert readings_met(claim, {"outcome": "inconclusive"}, split) == ["depends"]
+    bad = fields | {"readings": [{"kind": "split", "secondary": 2, "text": "t"}]}
+    with pytest.raises(ClaimFileError, match="secondary must be 0..1"):
+        parse_claim("x", bad)
