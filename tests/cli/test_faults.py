@@ -25,7 +25,7 @@ from conftest import TINY, bnbench, dead_pid, plant_claim, same_metrics
 
 from bnbench.config.identity import run_id
 from bnbench.config.schema import ConfigError
-from bnbench.store.files import HOLD_FILE
+from bnbench.store.files import HOLD_FILE, mount_point
 from bnbench.sweep.plan import expand
 
 FAST = [*TINY, "threads=1"]
@@ -203,6 +203,41 @@ def test_a_full_disk_stops_the_sweep_in_one_line_keeping_what_it_finished(tmp_pa
     assert all('"status":"completed"' in text for _, text in finished)
     for _, files in runs:  # no partial file, no claim left to block a rerun
         assert ".tmp" not in files and HOLD_FILE not in files
+
+
+# The real command on a disk that is full for multirun.yaml alone: the file opens, and its
+# first write fails with ENOSPC, as at 4 KiB free.
+FULL_FOR_MULTIRUN_YAML = """
+import errno, io, os, sys
+real_open = io.open
+class Full:
+    def __init__(self, f): self.f = f
+    def write(self, data): raise OSError(errno.ENOSPC, "No space left on device")
+    def __getattr__(self, name): return getattr(self.f, name)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.f.close()
+def full_open(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    name = os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else str(file)
+    return Full(f) if "multirun.yaml" in name and set(mode) & set("wax+") else f
+io.open = full_open
+from bnbench.cli import app
+app()
+"""
+
+
+def test_a_full_disk_at_hydras_multirun_yaml_is_one_line_and_leaves_no_empty_file(tmp_path):
+    cmd = [sys.executable, "-c", FULL_FOR_MULTIRUN_YAML, "run", *FAST, "-m", "seed=0,1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*cmd, f"results_dir={tmp_path}"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert last_line(result).startswith(
+        f"bnbench: no space left on {mount_point(tmp_path)} while writing "
+        f"{tmp_path}/default/multirun.yaml; the sweep stopped"
+    )
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["plan.json"]
 
 
 # --- 5. values that cannot train -------------------------------------------------------------
