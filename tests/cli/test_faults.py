@@ -205,6 +205,27 @@ def test_a_full_disk_stops_the_sweep_in_one_line_keeping_what_it_finished(tmp_pa
         assert ".tmp" not in files and HOLD_FILE not in files
 
 
+def test_a_full_disk_during_report_is_one_line_and_writes_no_partial_report(tmp_path):
+    bnbench("run", *FAST, f"results_dir={tmp_path}", "sweep=s", cwd=tmp_path)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        f'mount -t tmpfs -o size=2m tmpfs "{disk}" && cp -r "{tmp_path}/s" "{disk}/s" && '
+        f'free=$(df -k --output=avail "{disk}" | tail -1) && '
+        f'dd if=/dev/zero of="{disk}/filler" bs=1k count=$((free - 40)) 2>/dev/null; '
+        f'"$PY" -m bnbench.cli report "{disk}/s"; echo "rc=$?"; ls -A "{disk}/s"'
+    )
+    result = in_namespace(script, tmp_path)
+    assert "rc=1" in result.stdout and "Traceback" not in result.stderr, result.stderr
+    assert re.fullmatch(
+        rf"bnbench: no space left on {disk} while writing {disk}/s/\S+; the report was not "
+        "updated: free some space and run the same command again",
+        last_line(result),
+    ), last_line(result)
+    listed = result.stdout.split("rc=1", 1)[1].split()
+    assert listed == ["runs"]  # no report files, no partial directory: as before the report
+
+
 # The real command on a disk that is full for multirun.yaml alone: the file opens, and its
 # first write fails with ENOSPC, as at 4 KiB free.
 FULL_FOR_MULTIRUN_YAML = """
