@@ -33,8 +33,8 @@ def staged(target: Path) -> Iterator[Path]:
     else nothing moves. Either way the directory is gone after the block."""
     target.mkdir(parents=True, exist_ok=True)
     remove_stale_stages(target)
-    stage = target / f"{STAGE_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    stage = stage.with_name(stage.name + STAGE_SUFFIX)
+    name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    stage = target / f"{STAGE_PREFIX}{name}{STAGE_SUFFIX}"
     try:
         try:
             stage.mkdir()
