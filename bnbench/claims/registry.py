@@ -97,24 +97,26 @@ class Claim:
 
 def load_claims(path: Path | None = None) -> dict[str, Claim]:
     """The claims of one file, or (no path) of the shipped conf/claims.yaml and each
-    --config-dir's claims.yaml; a user claim named like one already loaded is refused."""
+    --config-dir's claims.yaml; a user claim named like one already loaded is refused.
+    ClaimFileError names every problem of every file, not only the first."""
     if path is not None:
         return _read_claims(path)
     claims: dict[str, Claim] = {}
-    for origin, file_claims in claim_files().items():
-        for name in file_claims:
+    origins: dict[str, Path] = {}
+    problems: list[str] = []
+    for origin in claims_files():
+        file_claims, file_problems = _claims_and_problems(origin)
+        problems += file_problems
+        for name, claim in file_claims.items():
             if name in claims:
-                raise ClaimFileError(
-                    f"{origin}: claim {name!r} is already defined in {claim_origins()[name]}; "
-                    "rename yours"
+                problems.append(
+                    f"{origin}: claim {name!r} is already defined in {origins[name]}; rename yours"
                 )
-        claims.update(file_claims)
+                continue
+            claims[name], origins[name] = claim, origin
+    if problems:
+        raise ClaimFileError("; ".join(problems))
     return dict(sorted(claims.items(), key=lambda item: item[1].number))
-
-
-def claim_files() -> dict[Path, dict[str, Claim]]:
-    """Each claims file searched (shipped first, then the user's), with its claims."""
-    return {path: _read_claims(path) for path in claims_files()}
 
 
 def claim_origins() -> dict[str, Path]:
@@ -127,46 +129,74 @@ def claim_origins() -> dict[str, Path]:
 
 
 def _read_claims(path: Path) -> dict[str, Claim]:
+    """The claims of one file; ClaimFileError naming every problem in it."""
+    claims, problems = _claims_and_problems(path)
+    if problems:
+        raise ClaimFileError("; ".join(problems))
+    return claims
+
+
+def _claims_and_problems(path: Path) -> tuple[dict[str, Claim], list[str]]:
+    """The well-formed claims of one file, in number order, and a line for each entry that
+    is not (its first problem per key), each naming the file: one fix-and-retry fixes all."""
     try:
         entries = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ClaimFileError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+        return {}, [f"{path}: not valid YAML ({error.__class__.__name__})"]
     if not isinstance(entries, dict):
-        raise ClaimFileError(f"{path}: expected a mapping of claim names to claims")
-    claims = {name: parse_claim(name, fields) for name, fields in entries.items()}
-    return dict(sorted(claims.items(), key=lambda item: item[1].number))
+        return {}, [f"{path}: expected a mapping of claim names to claims"]
+    claims, problems = {}, []
+    for name, fields in entries.items():
+        try:
+            claims[name] = parse_claim(name, fields)
+        except ClaimFileError as error:
+            problems.append(f"{path}: {error}")
+    return dict(sorted(claims.items(), key=lambda item: item[1].number)), problems
 
 
 CLAIM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a name that is never a path
 
 
 def parse_claim(name: str, fields: dict) -> Claim:
-    """A claim from its YAML entry; ClaimFileError naming the claim and the key otherwise."""
+    """A claim from its YAML entry; ClaimFileError naming the claim and each wrong key."""
     if not isinstance(name, str) or not CLAIM_NAME.fullmatch(name):
         raise ClaimFileError(f"claim {name!r}: a name is lowercase letters, digits, '-' and '_'")
     if not isinstance(fields, dict):
         raise ClaimFileError(f"claim {name!r}: expected a mapping of keys, got {fields!r}")
     required = ("number", "text", "source", "experiment", "anchor", "why", "primary")
+    problems = []
     missing = [k for k in required if k not in fields]
     if missing:
-        raise ClaimFileError(f"claim {name!r}: missing {', '.join(missing)}")
-    secondary = tuple(parse_measure(name, m) for m in fields.get("secondary") or [])
+        problems.append(f"missing {', '.join(missing)}")
+    unknown = sorted(set(fields) - {*required, "secondary", "extra_cells", "readings"})
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(unknown)}")
     extra_cells = fields.get("extra_cells") or []
     if not isinstance(extra_cells, list) or not all(isinstance(e, str) for e in extra_cells):
-        raise ClaimFileError(f"claim {name!r}: extra_cells must be a list of experiment names")
-    readings = tuple(parse_reading(name, r, len(secondary)) for r in fields.get("readings") or [])
-    known = {*required, "secondary", "extra_cells", "readings"}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ClaimFileError(f"claim {name!r}: unknown key(s) {', '.join(unknown)}")
+        problems.append("extra_cells must be a list of experiment names")
+    measures = [fields["primary"]] if "primary" in fields else []
+    parsed = []
+    for measure in [*measures, *(fields.get("secondary") or [])]:
+        try:
+            parsed.append(parse_measure(name, measure))
+        except ClaimFileError as error:
+            problems.append(str(error).removeprefix(f"claim {name!r}: "))
+    readings = []
+    for reading in fields.get("readings") or []:
+        try:
+            readings.append(parse_reading(name, reading, len(fields.get("secondary") or [])))
+        except ClaimFileError as error:
+            problems.append(str(error).removeprefix(f"claim {name!r}: "))
+    if problems:
+        raise ClaimFileError(f"claim {name!r}: {'; '.join(problems)}")
     base = {k: fields[k] for k in required if k != "primary"}
     return Claim(
         name=name,
         **base,
-        primary=parse_measure(name, fields["primary"]),
-        secondary=secondary,
+        primary=parsed[0],
+        secondary=tuple(parsed[1:]),
         extra_cells=tuple(extra_cells),
-        readings=readings,
+        readings=tuple(readings),
     )
 
 

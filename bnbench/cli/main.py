@@ -186,6 +186,8 @@ def run(
     if dry_run:
         console.print(plan_table(plan, with_results=False))
         return
+    if todo:  # before anything is written: a run refused for its data leaves nothing
+        check_data(todo[0].config)
     if multirun and todo:
         record_plan(plan, overrides)
     for done in (p for p in plan if p.done):
@@ -196,7 +198,7 @@ def run(
         if "hydra/launcher=submitit_local" in overrides and todo[0].config.threads is None:
             # submitit_local starts every job at once: share the cores instead of oversubscribing
             overrides = [*overrides, f"threads={max(1, available_cores() // len(todo))}"]
-        train(overrides, multirun, todo[0].config, plan)
+        train(overrides, multirun, plan)
     console.print(plan_table(plan, with_results=True))
     print_effects(plan)
     print_next(plan)
@@ -212,8 +214,9 @@ def tune(trials: NotPlannable, overrides: list[str], only_show: bool) -> None:
         console.print(str(trials), markup=False, highlight=False, soft_wrap=True)
         return
     refuse_missing_logger(trials.config)
+    check_data(trials.config)
     check_target(trials.config)
-    train(overrides, True, trials.config)
+    train(overrides, True)
     best = best_trial(sweep_dir(trials.config), trials.config.objective)
     if best:
         console.print(best, markup=False, highlight=False)
@@ -245,14 +248,20 @@ def check_target(first: Config) -> None:
         fail(f"invalid results_dir={first.results_dir!r}: not writable ({reason})")
 
 
-def train(overrides: list[str], multirun: bool, first: Config, plan=None) -> None:
+def train(overrides: list[str], multirun: bool, plan=None) -> None:
     """Hand the sweep to Hydra; Ctrl-C, SIGTERM and a full disk end it in one line."""
+    with stops_in_one_line():
+        launch(overrides, multirun, plan)
+
+
+@contextlib.contextmanager
+def stops_in_one_line():
+    """Ctrl-C, SIGTERM and a full disk inside end the command in one line."""
     from bnbench.train.runtime import sigterm_raises  # torch loads here
 
     try:
         with sigterm_raises():  # SIGTERM between runs stops as cleanly as during one
-            check_data(first)
-            launch(overrides, multirun, plan)
+            yield
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the run in flight is marked interrupted
         ignore_stop_signals()
         fail(f"interrupted; to resume, run the same command again: {this_command()}", 130)
@@ -328,6 +337,7 @@ def check_data(first: Config) -> None:
     from bnbench.train.data import DatasetNotFound, load_splits
 
     try:
-        load_splits(first.dataset, first.seed)
+        with stops_in_one_line():  # loading takes seconds: Ctrl-C is one line here too
+            load_splits(first.dataset, first.seed)
     except DatasetNotFound as error:
         fail(str(error))

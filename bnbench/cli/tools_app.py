@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bnbench.cli.terminal import console, err_console, fail
 from bnbench.config.schema import DATASETS, DEVICES, NORMS, DatasetConfig
-from bnbench.store.files import check_writable
+from bnbench.store.files import DiskFull, check_writable
 
 tools_app = typer.Typer()
 
@@ -80,7 +80,13 @@ def report(
             result = build_report(results_dir, out, log=told)
         except NoRunsError as error:
             fail(str(error), code=1)
-        except OSError as error:  # a sweep dir without write access, a full disk
+        except DiskFull as error:  # written whole or not at all: the old report stands
+            fail(
+                f"{error.strerror}; the report was not updated: free some space and run "
+                "the same command again",
+                code=1,
+            )
+        except OSError as error:  # a sweep dir without write access
             fail(f"cannot write {error.filename}: {error.strerror or error}", code=1)
     lines = [f"skipped {run}: {reason}" for run, reason in result.skipped] + result.warnings
     lines += [str(w.message) for w in caught]  # e.g. an unreadable plan.json, named in it

@@ -15,12 +15,13 @@ from bnbench.claims.registry import claims_of
 from bnbench.claims.verdict_table import write_verdicts
 from bnbench.config.machine import available_cores
 from bnbench.report.render import Link, write_reports
-from bnbench.report.result import ReportResult
+from bnbench.report.result import NoRunsError, ReportResult, moved
 from bnbench.report.style import FigureFile, save
 from bnbench.report.sweep import build_sweep_report
 from bnbench.report.tables import Table, text_table
 from bnbench.store.files import RUNS_DIR
 from bnbench.store.reader import SkippedRunWarning
+from bnbench.store.staging import staged
 
 
 def sweeps_under(root: Path) -> list[Path]:
@@ -38,12 +39,18 @@ def build_root_report(
     root = results_dir if out is None else Path(out)
     sweeps = sweeps_under(results_dir)
     targets = [(sweep, None if out is None else root / sweep.name) for sweep in sweeps]
-    return build_index(root, sweep_reports(targets, log))
+    done = sweep_reports(targets, log)
+    reports = [r for r in done if isinstance(r, ReportResult)]
+    if not reports:  # nothing to index: write nothing, say so
+        raise NoRunsError(f"no finished runs under {results_dir} (in {len(sweeps)} sweep(s))")
+    index = build_index(root, reports)
+    index.warnings += [f"{r}; no report written for it" for r in done if isinstance(r, NoRunsError)]
+    return index
 
 
 def sweep_reports(
     targets: list[tuple[Path, Path | None]], log: Callable[[str], None]
-) -> list[ReportResult]:
+) -> list[ReportResult | NoRunsError]:
     """Each sweep's report (sweep, out); on several cores, sweeps side by side in worker
     processes, since drawing the figures is most of a report's time. `log` is told each
     sweep as it finishes; the reports come back in the order of `targets`."""
@@ -62,20 +69,32 @@ def sweep_reports(
         return [future.result() for future in futures]
 
 
-def _sweep_report(sweep: Path, out: Path | None, workers: int | None) -> ReportResult:
+def _sweep_report(sweep: Path, out: Path | None, workers: int | None) -> ReportResult | NoRunsError:
     """One sweep's report, its figures drawn by `workers` processes (None: every core), its
     warnings kept in the result (a worker's own warnings would not reach the caller);
-    skipped runs are in result.skipped already."""
+    skipped runs are in result.skipped already. A sweep with no finished run yet (just
+    launched) gives why, and never stops the other sweeps' reports."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build_sweep_report(sweep, out, True, workers=workers)
+        try:
+            result = build_sweep_report(sweep, out, True, workers=workers)
+        except NoRunsError as nothing:
+            return nothing
     said = [str(w.message) for w in caught if not issubclass(w.category, SkippedRunWarning)]
     result.warnings += list(dict.fromkeys(said))
     return result
 
 
 def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
-    """REPORT.md and report.html at a results root: the claims' verdicts, then every sweep."""
+    """REPORT.md and report.html at a results root: the claims' verdicts, then every sweep;
+    written into a partial directory and moved in together once all are written."""
+    with staged(root) as stage:
+        index = write_index(root, stage, reports)
+    return moved(index, stage, root)
+
+
+def write_index(root: Path, out: Path, reports: list[ReportResult]) -> ReportResult:
+    """build_index's files for the results root `root`, written into out."""
     verdicts = Table([*INDEX_HEADER, "report"])
     sweeps = Table(["sweep", "runs", "skipped", "report"])
     judged = []  # (claim number, row): the claims in number order, whichever sweep holds them
@@ -90,21 +109,21 @@ def build_index(root: Path, reports: list[ReportResult]) -> ReportResult:
     verdicts.rows = [row for _, row in sorted(judged, key=lambda pair: pair[0])]
     all_verdicts = sorted((v for r in reports for v in r.verdicts), key=lambda v: v.claim.number)
     if all_verdicts:
-        write_verdicts(root, all_verdicts)
+        write_verdicts(out, all_verdicts)
     n_runs = sum(r.n_runs for r in reports)
     blocks: list = [("h1", f"bnbench report: {root.resolve().name}")]
     blocks.append(("p", f"{len(reports)} sweep(s), {n_runs} finished run(s)."))
     if verdicts.rows:
         blocks += [("h2", "Claims"), ("table", verdicts)]
-    overview = overview_figure(root, [v for v in all_verdicts if v.primary])
+    overview = overview_figure(out, [v for v in all_verdicts if v.primary])
     overview_files = [] if overview is None else [overview.png, overview.svg]
     if overview is not None:
         blocks.append(("figure", overview))
     if sweeps.rows:  # a section only where it has content
         blocks += [("h2", "Sweeps"), ("table", sweeps)]
-    report_md, report_html = write_reports(blocks, root)
+    report_md, report_html = write_reports(blocks, out)
     return ReportResult(
-        results_dir=root,
+        results_dir=out,
         report_md=report_md,
         report_html=report_html,
         runs_csv=None,

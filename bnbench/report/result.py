@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,3 +37,23 @@ def headline_text(result: ReportResult) -> str:
         return result.headline
     note = "mean ± 95% CI over seeds, per norm and setting; diverged runs count at chance"
     return f"{result.headline}\n({note})"
+
+
+def moved(result: ReportResult, stage: Path, final: Path) -> ReportResult:
+    """The result with each path it wrote under stage (bnbench.store.staging) named where
+    the file is once published, under final."""
+
+    def place(path):
+        if path is None or not Path(path).is_relative_to(stage):
+            return path
+        return final / Path(path).relative_to(stage)
+
+    return dataclasses.replace(
+        result,
+        results_dir=place(result.results_dir),
+        report_md=place(result.report_md),
+        report_html=place(result.report_html),
+        runs_csv=place(result.runs_csv),
+        curves_csv=place(result.curves_csv),
+        figures=[place(f) for f in result.figures],
+    )

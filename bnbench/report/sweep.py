@@ -30,7 +30,7 @@ from bnbench.config.machine import available_cores
 from bnbench.report.figures import make_figures
 from bnbench.report.plots_claim import plot_claim
 from bnbench.report.render import Link, write_reports
-from bnbench.report.result import NoRunsError, ReportResult
+from bnbench.report.result import NoRunsError, ReportResult, moved
 from bnbench.report.style import FigureFile, fmt_value, norms_in, save
 from bnbench.report.tables import (
     CONTROL,
@@ -41,6 +41,7 @@ from bnbench.report.tables import (
     text_table,
 )
 from bnbench.store.planfile import read_plan
+from bnbench.store.staging import staged
 
 # Settings worth stating when they are the same for every run.
 KEY_SETTINGS = [
@@ -183,9 +184,20 @@ def build_sweep_report(
     """Aggregate, draw and write one sweep's report (results_dir: a sweep or its runs/ dir)
     into out (default: the sweep itself). index: the report links up to the index of the
     results root above it. workers: processes drawing the figures (default: every
-    available core)."""
+    available core). The files are written into a partial directory and moved in together
+    once all are written: a full disk, or no finished run, leaves the old report as it was."""
     source = output_dir(results_dir)
-    out = source if out is None else Path(out)
+    final = source if out is None else Path(out)
+    up = index or (final.parent / "report.html").is_file()
+    with staged(final) as stage:
+        result = write_sweep_report(results_dir, source, stage, up, workers)
+    return moved(result, stage, final)
+
+
+def write_sweep_report(
+    results_dir: Path, source: Path, out: Path, up: bool, workers: int | None
+) -> ReportResult:
+    """build_sweep_report's files, written into out; up: link to the root's index."""
     agg = aggregate(results_dir, out)
     if agg.runs.empty:
         why = f" ({len(agg.skipped)} skipped as unfinished or corrupt)" if agg.skipped else ""
@@ -200,7 +212,7 @@ def build_sweep_report(
     blocks[2:2] = [("p", f"Warning: {line}.") for line in mixed]
     verdicts = claim_verdicts(source)
     blocks[1:1] = [block for v in verdicts for block in claim_blocks(out, v)]
-    if index or (out.parent / "report.html").is_file():
+    if up:
         blocks.insert(
             1, ("nav", [Link("↑ all sweeps and claims", "../report.html", "../REPORT.md")])
         )

@@ -206,10 +206,10 @@ def _holder(path: Path) -> tuple[tuple, bool] | None:
     info = read_hold(path.parent)
     age = time.time() - stat.st_mtime
     version = (stat.st_ino, stat.st_mtime_ns, info.get("token"))
-    return version, age < STALE_AFTER_S and _holder_alive(info)
+    return version, age < STALE_AFTER_S and holder_alive(info)
 
 
-def _holder_alive(info: dict) -> bool:
+def holder_alive(info: dict) -> bool:
     """False when the holding process is known to be gone: same host and a dead pid, or a
     hold that names no process (unreadable: holds are created whole, so never mid-write)."""
     if not info.get("host") or not isinstance(info.get("pid"), int):
@@ -264,7 +264,7 @@ def _remove_dead_lock(lock: Path) -> bool:
     except (OSError, ValueError):
         info, age = {}, 0.0
     info = info if isinstance(info, dict) else {}
-    if _holder_alive(info) and age < TAKEOVER_STALE_S:
+    if holder_alive(info) and age < TAKEOVER_STALE_S:
         return False
     discard(lock)
     return True

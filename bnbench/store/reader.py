@@ -30,7 +30,9 @@ from bnbench.store.files import (
     SUMMARY_FILE,
     SUMMARY_REQUIRED,
     TEST_COLUMNS,
+    run_status,
 )
+from bnbench.store.hold import held_by
 
 # runs.csv's final metrics: summary.json's "final" without the LR (the config's optim.lr
 # column already says it; for a schedule, the last LR is in curves.csv).
@@ -100,6 +102,9 @@ def read_config(directory: Path) -> dict:
 
 def _read_finished_summary(directory: Path) -> dict:
     path = directory / SUMMARY_FILE
+    holder = held_by(directory)
+    if holder is not None and run_status(directory) not in FINISHED:  # a live sweep's run
+        raise CorruptRun(f"still training (held by {holder})")
     if not path.exists():
         raise CorruptRun("no summary.json (unfinished or killed run)")
     try:

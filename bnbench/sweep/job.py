@@ -9,11 +9,13 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bnbench.config import paths
 from bnbench.config.identity import run_id
@@ -24,6 +26,8 @@ from bnbench.store.files import (
     FINISHED,
     FULL,
     SUMMARY_FILE,
+    DiskFull,
+    atomic_file,
     disk_full,
     read_summary,
     run_dir,
@@ -36,6 +40,7 @@ from bnbench.sweep.plan import CONF_DIR, PlannedRun
 from bnbench.sweep.pool import die_with_parent, estimated_cost
 from bnbench.sweep.progress import PlannedCost, SweepProgress, sweep_name
 
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep's config, in hydra.sweep.dir
 LAUNCHER_PID = "BNBENCH_LAUNCHER_PID"  # the environment variable naming the launching process
 # The sweep launched from this process (the basic launcher runs its jobs here); a launcher
 # that runs jobs in other processes finds None there and prints sweep_line instead.
@@ -72,12 +77,36 @@ def hydra_command(args: list[str]) -> None:
     saved_argv = sys.argv
     sys.argv = ["bnbench", *args, *paths.searchpath_overrides()]
     try:
-        hydra_job()
+        with multirun_file_whole():
+            hydra_job()
     finally:
         sys.argv = saved_argv
         if _SWEEP is not None:
             _SWEEP.close()
         _SWEEP = None
+
+
+@contextmanager
+def multirun_file_whole() -> Iterator[None]:
+    """Hydra's sweepers save multirun.yaml with OmegaConf.save straight into place, so a full
+    disk left an empty file and a traceback. While Hydra runs, that one file is written whole
+    (atomic_file), and a full disk stops the sweep in one line (SweepStopped passes Hydra)."""
+    original = OmegaConf.__dict__["save"]  # the staticmethod itself, to put back as it was
+
+    def save(config, f, resolve: bool = False) -> None:
+        if not isinstance(f, (str, Path)) or Path(f).name != MULTIRUN_FILE:
+            return original.__func__(config, f, resolve)
+        try:
+            with atomic_file(Path(f)) as out:
+                original.__func__(config, out, resolve)
+        except DiskFull as error:
+            raise SweepStopped(error.strerror) from None
+
+    OmegaConf.save = staticmethod(save)
+    try:
+        yield
+    finally:
+        OmegaConf.save = original
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

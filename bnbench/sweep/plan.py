@@ -171,17 +171,29 @@ def _compose_job(job: list[str], composed: dict) -> Config:
 def _plain_values(job: list[str]) -> dict[str, tuple[str, Any]]:
     """{override: (key, value)} for the job's plain `key=value` settings of schema keys."""
     values = {}
-    for o in _parser().parse_overrides(job):
-        key, value = o.key_or_group, o.value()
-        plain = isinstance(value, (str, int, float, bool, list)) or value is None
-        if (
-            key in SCHEMA_KEYS
-            and plain
-            and not (o.is_add() or o.is_force_add() or o.is_delete() or o.package)
-            and "${" not in o.input_line
-        ):
-            values[o.input_line] = (key, value)
+    for line in job:
+        plain = _plain_value(line)
+        if plain is not None:
+            values[line] = plain
     return values
+
+
+# A sweep's jobs share every override but their own values: each distinct line is parsed
+# once (parsing was 60% of planning 10,000 seeds). Bounded like a plan (check_size).
+@functools.lru_cache(maxsize=1 << 17)
+def _plain_value(line: str) -> tuple[str, Any] | None:
+    """(key, value) when the override plainly sets a schema key, else None."""
+    (o,) = _parser().parse_overrides([line])
+    key, value = o.key_or_group, o.value()
+    plain = isinstance(value, (str, int, float, bool, list)) or value is None
+    if (
+        key in SCHEMA_KEYS
+        and plain
+        and not (o.is_add() or o.is_force_add() or o.is_delete() or o.package)
+        and "${" not in o.input_line
+    ):
+        return key, value
+    return None
 
 
 SCHEMA_KEYS = frozenset(flatten(as_tree(Config())))

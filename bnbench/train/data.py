@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import gzip
 import pickle
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,8 @@ def load_fashion_mnist(data_dir: str | None):
         looked = ", ".join(str(p) for p in fashion_mnist_candidates(data_dir))
         raise DatasetNotFound(
             f"Fashion-MNIST not found. Looked in: {looked} (IDX files, .gz or not); "
-            f"then a torchvision download to {_download_root(data_dir)} failed ({error}). "
+            f"then a torchvision download to {_download_root(data_dir)} failed "
+            f"({_one_line(error)}). "
             "Fix: `apt-get install dataset-fashion-mnist` (Debian), or put the four IDX files "
             "in a directory and pass dataset.data_dir=DIR."
         ) from None
@@ -248,14 +250,18 @@ def torchvision_arrays(name: str, data_dir: str | None):
 
     cls = {"fashion_mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}[name]
     root = _download_root(data_dir)
+    new = _first_missing(root / cls.__name__)  # torchvision downloads into root/<class>/raw
     try:
         train = cls(str(root), train=True, download=True)
         test = cls(str(root), train=False, download=True)
     except Exception as error:
+        if new is not None:  # a refused run leaves nothing: not /nonexistent/MNIST/raw
+            shutil.rmtree(new, ignore_errors=True)
         if name == "fashion_mnist":
             raise
         raise DatasetNotFound(
-            f"{name} not found in {root} and the torchvision download failed ({error}). "
+            f"{name} not found in {root} and the torchvision download failed "
+            f"({_one_line(error)}). "
             f"Fix: download it on a machine with internet access into DIR and pass "
             f"dataset.data_dir=DIR."
         ) from None
@@ -268,6 +274,22 @@ def torchvision_arrays(name: str, data_dir: str | None):
         ),
         str(root),
     )
+
+
+def _one_line(error: Exception) -> str:
+    """An error's text on one line (torchvision's download errors span several)."""
+    return " ".join(str(error).split())
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory on the way to path that does not exist yet (None: path exists):
+    what a download into path creates, so what a failed one removes again."""
+    missing = None
+    for directory in (path, *path.parents):
+        if directory.exists():
+            return missing
+        missing = directory
+    return missing
 
 
 def synthetic(n_train: int, n_test: int, size: int, num_classes: int = NUM_CLASSES["synthetic"]):

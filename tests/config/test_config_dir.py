@@ -61,3 +61,27 @@ def test_a_user_claim_named_like_a_shipped_one_is_refused(tmp_path: Path) -> Non
     assert result.returncode == 2
     line = result.stderr.strip()
     assert "\n" not in line and "'placement' is already defined" in line
+
+
+def test_a_bad_users_claims_file_reports_every_problem_in_one_line(tmp_path: Path) -> None:
+    good = {**shipped("placement"), "number": 11}
+    broken = {k: v for k, v in good.items() if k != "why"}
+    claims = {
+        "placement": good,  # named like a shipped claim
+        "../../evil": {**good, "number": 12},  # a name that would be a path
+        "no-why": {**broken, "number": 13, "primray": 1},  # two problems in one claim
+        "not-a-claim": 5,
+    }
+    mine = user_dir(tmp_path, claims)
+    result = bnbench("claims", "list", "-cd", str(mine), cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("bnbench: ")
+    file = mine / "claims.yaml"
+    for problem in [
+        f"{file}: claim '../../evil': a name is lowercase",
+        f"{file}: claim 'no-why': missing why; unknown key(s) primray",
+        f"{file}: claim 'not-a-claim': expected a mapping",
+        f"{file}: claim 'placement' is already defined in {CLAIMS_FILE}",
+    ]:
+        assert problem in line

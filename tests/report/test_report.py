@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -11,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import bnbench, tiny_config
+from conftest import bnbench, dead_pid, tiny_config
 
 from bnbench.analysis.run_stats import summarize
 from bnbench.analysis.tables import load_curves, load_runs
 from bnbench.config.schema import Config
+from bnbench.report import render
 from bnbench.report.build import build_report
 from bnbench.report.figures import figure_specs
 from bnbench.report.plots import plot_dropout, plot_factor
 from bnbench.report.result import NoRunsError, headline_text
 from bnbench.report.style import norm_label
+from bnbench.store.files import DiskFull, disk_full
 from bnbench.store.planfile import Plan, write_plan
 from bnbench.store.reader import SkippedRunWarning, find_run_dirs
 from tests.claims.test_claims import placement_sweep
@@ -354,3 +358,65 @@ def test_fixed_settings_are_spelled_as_overrides_and_a_tie_is_not_negative():
     assert fmt_diff(-0.0004, np.nan, np.nan) == "+0.0"  # BN 80.90% vs no-BN 80.95%: a tie
     assert fmt_diff(0.021, 0.005, 0.037) == "+2.1 [+0.5, +3.7]"
     assert fmt_diff(-0.021, -0.03, -0.0004) == "-2.1 [-3.0, +0.0]"
+
+
+# --- a report is written whole, or not at all ----------------------------------------------
+
+
+def report_files(directory: Path) -> dict[Path, bytes]:
+    """Every file of a sweep's report (tables, figures, pages), by path inside the sweep."""
+    return {
+        p.relative_to(directory): p.read_bytes()
+        for p in directory.rglob("*")
+        if p.is_file()
+        and "runs" not in p.relative_to(directory).parts[:1]
+        and p.name != "plan.json"
+    }
+
+
+def test_nothing_is_written_where_there_is_nothing_to_report(copy: Path, tmp_path: Path):
+    empty = tmp_path / "empty"
+    (empty / "runs" / "abc").mkdir(parents=True)  # a sweep just launched
+    with pytest.raises(NoRunsError, match="no finished runs"):
+        build_report(empty)
+    assert [p.name for p in empty.iterdir()] == ["runs"]  # no empty runs.csv, curves.csv
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.move(empty, root / "empty")
+    with pytest.raises(NoRunsError, match="no finished runs"):
+        build_report(root)
+    assert sorted(p.name for p in root.rglob("*")) == ["abc", "empty", "runs"]
+    shutil.move(copy, root / "t")  # beside a sweep with runs, it stops nothing
+    result = build_report(root)
+    assert result.n_runs == 8 and (root / "REPORT.md").is_file()
+    assert f"no finished runs under {root / 'empty'}; no report written for it" in result.warnings
+    assert [p.name for p in (root / "empty").iterdir()] == ["runs"]
+
+
+def test_a_full_disk_mid_report_leaves_the_old_report_whole(copy: Path, monkeypatch):
+    build_report(copy)
+    before = report_files(copy)
+    shutil.rmtree(next((copy / "runs").iterdir()))  # the next report's runs.csv differs
+    real = render.write_atomic
+
+    def full_at_the_html_page(path: Path, text: str) -> None:
+        if path.name == "report.html":  # the last file written: all the others are new
+            raise disk_full(path)
+        real(path, text)
+
+    monkeypatch.setattr(render, "write_atomic", full_at_the_html_page)
+    with pytest.raises(DiskFull):
+        build_report(copy)
+    assert report_files(copy) == before  # not a new runs.csv beside an old REPORT.md
+    assert not list(copy.glob(".report-*"))
+
+
+def test_a_partial_report_left_by_a_dead_process_is_removed_by_the_next(copy: Path):
+    host = socket.gethostname()
+    dead = copy / f".report-{host}-{dead_pid()}-0123abcd.partial"
+    live = copy / f".report-{host}-{os.getpid()}-4567cdef.partial"  # a report being built
+    for stage in (dead, live):
+        (stage / "figures").mkdir(parents=True)
+        (stage / "runs.csv").write_text("cut")
+    build_report(copy)
+    assert not dead.exists() and (live / "runs.csv").is_file()

@@ -4,12 +4,15 @@ is not its config's id (a copy, an edited file), and a symlink out of the direct
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 
 import pytest
 from conftest import tiny_config
 
 from bnbench.store.files import run_dir
+from bnbench.store.hold import take_hold
 from bnbench.store.reader import SkippedRunWarning, scan
 
 
@@ -55,3 +58,20 @@ def test_a_run_symlinked_from_outside_the_results_is_not_followed(finished, tmp_
     link.symlink_to(finished)
     runs, skipped, _ = _scan(tmp_path / "root")
     assert runs == [] and skipped == [(link, f"a symlink out of {tmp_path / 'root'}, not followed")]
+
+
+def test_a_run_a_live_process_trains_is_still_training_not_killed(finished, tmp_path):
+    run = shutil.copytree(finished, tmp_path / "s" / "runs" / finished.name)
+    (run / "summary.json").unlink()  # as while it trains: no summary yet
+    hold = take_hold(run)  # this process, alive: the sweep's trainer
+    try:
+        _, skipped, _ = _scan(tmp_path)
+    finally:
+        hold.release()
+    assert skipped == [(run, f"still training (held by {held_by_this_process()})")]
+    _, skipped, _ = _scan(tmp_path)  # its process gone: unfinished
+    assert skipped == [(run, "no summary.json (unfinished or killed run)")]
+
+
+def held_by_this_process() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"

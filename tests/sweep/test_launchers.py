@@ -47,3 +47,22 @@ def test_the_slurm_launcher_config_composes():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.cpus_per_task, launcher.mem_gb, launcher.array_parallelism) == (4, 8, 64)
     assert launcher.submitit_folder == "results/default/.submitit/%j"  # beside runs/
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("optim.lr=0", "bnbench: invalid optim.lr=0.0: must be > 0"),
+        ("hydra.launcher.n_jobs=0", "bnbench: invalid hydra.launcher.n_jobs=0: must be a "),
+        ("model.nrom=batch", "bnbench: Could not override 'model.nrom': "),
+    ],
+)
+def test_joblib_refusals_stay_one_line_with_hydra_full_error(bad, message, tmp_path, monkeypatch):
+    """HYDRA_FULL_ERROR=1 makes Hydra print whole tracebacks: a bad value is refused before
+    Hydra runs, so it is still the one line."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    args = ["run", "-m", *TINY, "hydra/launcher=joblib", "seed=0,1", bad, f"results_dir={tmp_path}"]
+    result = bnbench(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().startswith(message) and len(result.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

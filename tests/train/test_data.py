@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,36 @@ def test_missing_fashion_mnist_names_every_place_and_the_fix(tmp_path, monkeypat
         "apt-get install dataset-fashion-mnist",
     ):
         assert place in message
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_a_failed_download_leaves_nothing_on_disk(name, folder, tmp_path, monkeypatch):
+    """torchvision makes DIR/<class>/raw before it finds the network down: a refused run
+    removes what it made (dataset.data_dir=/nonexistent made /nonexistent/MNIST/raw), in one
+    line, and keeps what was there."""
+    import torchvision.datasets as tvd
+
+    class Offline:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            raw = Path(root) / folder / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            (raw / "train-images-idx3-ubyte.gz").write_bytes(b"cut off")
+            raise RuntimeError("Error downloading train-images:\nTried https://x/, got:\nno DNS")
+
+    Offline.__name__ = folder  # torchvision's folder is the class's name
+    monkeypatch.setattr(tvd, folder, Offline)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    for data_dir in (tmp_path / "new" / "data", mine):
+        data.load_raw.cache_clear()
+        with pytest.raises(DatasetNotFound) as info:
+            load_splits(DatasetConfig(name=name, data_dir=str(data_dir)))
+        assert "\n" not in str(info.value) and "Tried https://x/, got: no DNS" in str(info.value)
+    data.load_raw.cache_clear()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
 
 
 def test_synthetic_data_is_deterministic():
