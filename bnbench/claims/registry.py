@@ -27,8 +27,9 @@ CI_METHODS = ("t", "bca")
 # A declared reading: words a claim adds to its verdict when its secondaries say so, fixed
 # before the runs like the measures. `split`: the cells of one secondary measure have
 # opposite signs, each with a Holm p below 0.05. `unconfirmed`: the primary is supported
-# but one secondary measure is not.
-READING_KINDS = ("split", "unconfirmed")
+# but one secondary measure is not. `explained`: the primary is decided (supported or
+# contradicted) and one secondary measure, a control arm, shows no effect.
+READING_KINDS = ("split", "unconfirmed", "explained")
 
 
 class UnknownClaim(KeyError):

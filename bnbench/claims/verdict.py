@@ -185,6 +185,9 @@ def reading_met(kind: str, primary: dict, cells: pd.DataFrame) -> bool:
     if kind == "split":  # every cell decided, and not all the same way
         decided = (cells["p_holm"] < ALPHA).all()
         return bool(decided and (cells["mean"] > 0).any() and (cells["mean"] < 0).any())
+    if kind == "explained":  # decided, and the control arm closes the gap
+        decided = primary["outcome"] in ("supported", "contradicted")
+        return decided and bool((cells["outcome_holm"] == "no effect").all())
     confirmed = (cells["outcome_holm"] == "supported").all()  # kind == "unconfirmed"
     return primary["outcome"] == "supported" and not confirmed
 

@@ -115,6 +115,13 @@ def test_declared_readings_are_said_when_their_secondaries_call_for_them() -> No
     one_undecided = table([+1.0, -1.0, 0.8], [0.01, 0.2, 0.01], ["", "", "supported"])
     assert readings_met(claim, supported, one_undecided) == []
     assert readings_met(claim, {"outcome": "inconclusive"}, split) == ["depends"]
+    explained = parse_claim(
+        "x", fields | {"readings": [{"kind": "explained", "secondary": 1, "text": "e"}]}
+    )
+    closed = table([0.1, 0.1, 0.0], [1.0, 1.0, 1.0], ["", "", "no effect"])
+    assert readings_met(explained, {"outcome": "contradicted"}, closed) == ["e"]
+    assert readings_met(explained, {"outcome": "inconclusive"}, closed) == []
+    assert readings_met(explained, {"outcome": "supported"}, split) == []  # inconclusive: not
     bad = fields | {"readings": [{"kind": "split", "secondary": 2, "text": "t"}]}
     with pytest.raises(ClaimFileError, match="secondary must be 0..1"):
         parse_claim("x", bad)
