@@ -53,5 +53,7 @@ if "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; th
   bench cuda-b2 --device cuda --rounds "$ROUNDS" --threads 1 --norm batch --batch-size 2 \
     --widths 16,32,64 --steps 300 --fused-optimizer
   bench cuda-b128-compile --device cuda --rounds 3 --threads 1 --norm batch --compile
+  echo "## cuda-sweep: bnbench bench --sweep --seeds 1 --device cuda" | tee -a "$LOG"
+  "$BNBENCH" bench --sweep --seeds 1 --device cuda --out "$OUT/cuda-sweep" 2>&1 | tee -a "$LOG"
 fi
 echo "# $(date -Is) done; load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"

@@ -131,7 +131,8 @@ def check_report_target(results_dir: str, out: str | None) -> None:
         "--sweep instead times claims' full-profile sweeps (claim 9's by default; --claim, "
         "--seeds) the old way (a process per step, every epoch evaluated on everything) and "
         "the new (bnbench claims run), and says where the workers' time went: train steps, "
-        "evaluation, probes, set-up, outside runs; writes bench_sweep.csv and .json.\n\n"
+        "evaluation, probes, set-up, outside runs (every run on --device); writes "
+        "bench_sweep.csv and .json.\n\n"
         "Example: bnbench bench --norm batch --rounds 7\n\n"
         "Example: bnbench bench --batch-size 2 --widths 16,32,64 --threads 1 --fused-optimizer"
     )
@@ -167,14 +168,14 @@ def bench(
     from bnbench.bench import loops
     from bnbench.bench.throughput import run_bench, table
 
+    if device not in DEVICES:
+        fail(f"invalid --device={device!r}: allowed: {' | '.join(DEVICES)}")
     if sweep:
-        return sweep_bench(claim, seeds, out)
+        return sweep_bench(claim, seeds, out, device)
 
     for value in norm:
         if value not in NORMS:
             fail(f"invalid --norm={value!r}: allowed: {' | '.join(NORMS)}")
-    if device not in DEVICES:
-        fail(f"invalid --device={device!r}: allowed: {' | '.join(DEVICES)}")
     try:
         width_list = [int(w) for w in widths.split(",")]
     except ValueError:
@@ -196,7 +197,7 @@ def bench(
         data_dir=data_dir,
     )
     opts = loops.quick(opts) if quick else opts
-    summary = run_bench(opts, log=lambda line: console.print(line, markup=False))
+    summary = run_bench(opts, log=_plain_line)
     columns, rows = table(summary)
     shown = Table(title=f"bnbench bench: {summary['device']}")
     for column in columns:
@@ -208,7 +209,7 @@ def bench(
     console.print(told, markup=False)
 
 
-def sweep_bench(names: list[str], seeds: int, out: str) -> None:
+def sweep_bench(names: list[str], seeds: int, out: str, device: str) -> None:
     """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
     from bnbench.bench.sweep import run_sweep_bench
     from bnbench.claims.registry import ClaimFileError, UnknownClaim, get_claim, load_claims
@@ -221,7 +222,7 @@ def sweep_bench(names: list[str], seeds: int, out: str) -> None:
     except (ClaimFileError, UnknownClaim) as error:
         fail(str(error))
     try:
-        result = run_sweep_bench(claims, seeds, out, log=lambda s: console.print(s, markup=False))
+        result = run_sweep_bench(claims, seeds, out, log=_plain_line, device=device)
     except RuntimeError as error:
         fail(f"bench --sweep stopped: {error}")
     table = Table(title="bnbench bench --sweep: share of the workers' time (wall x workers)")
@@ -238,3 +239,7 @@ def sweep_bench(names: list[str], seeds: int, out: str) -> None:
         )
     console.print(table)
     console.print(f"new / old wall time: {result['new_over_old_wall']:.2f}x; wrote {out}/")
+
+
+def _plain_line(line: str) -> None:
+    console.print(line, markup=False)

@@ -202,6 +202,9 @@ def test_the_sweep_bench_times_the_same_runs_both_ways_and_charges_old_its_steps
     (new,) = ways["new"]
     assert new[3:7] == ["claims", "run", "placement", "regularization"]
     assert "seed=0,1" in new and f"results_dir={tmp_path / 'new'}" in new
+    assert all(any(a == "device=auto" for a in c) for c in [new, *ways["old"][:3]])
+    on_gpu = commands(tmp_path, claims, seeds=1, device="cuda")
+    assert all("device=cuda" in c for c in on_gpu["new"] + on_gpu["old"] if "run" in c)
 
 
 def test_the_sweep_breakdown_splits_the_workers_time_into_parts_that_add_up(tmp_path):
