@@ -198,10 +198,11 @@ def aggregate(path: str | Path, out: str | Path | None = None) -> Aggregate:
     return Aggregate(runs, curves, skipped, runs_csv, curves_csv, mixed_settings(found))
 
 
-# What a run id leaves out but the numbers depend on (bit for bit): where and how it ran.
+# What a run id leaves out but the numbers depend on (bit for bit): where and how it ran
+# (the speed switches count with the memory format: other kernels, other rounding).
 # device and threads are summary.json's (what the run used); the rest come from its config.
 RUNTIME_KEYS = ("device", "device_name", "threads", "tf32", "cudnn_deterministic")
-LAYOUT_KEYS = ("train.channels_last",)
+LAYOUT_KEYS = ("train.channels_last", "train.fused_optimizer", "train.compile")
 
 
 def mixed_settings(runs: list[Run]) -> list[str]:

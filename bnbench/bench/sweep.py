@@ -39,10 +39,12 @@ OLD_EVAL = ["train.test_every_epoch=true", "train.val_subset=null", "train.val_e
 CLI = [sys.executable, "-m", "bnbench.cli"]
 
 
-def commands(root: Path, claims: list[Claim], seeds: int) -> dict[str, list[list[str]]]:
-    """Each way's commands, run one after the other."""
+def commands(
+    root: Path, claims: list[Claim], seeds: int, device: str = "auto"
+) -> dict[str, list[list[str]]]:
+    """Each way's commands, run one after the other; every run trains on `device`."""
     seed = f"seed={','.join(str(s) for s in range(seeds))}"
-    common = ["profile=full", seed, "progress=false"]
+    common = ["profile=full", seed, "progress=false", f"device={device}"]
     old, new = root / "old", root / "new"
     sweeps = list(dict.fromkeys(c.experiment for c in claims))  # claims 4 and 10 share one
     # extra cells first, then the main experiments; each joins its sweep's plan.json
@@ -94,11 +96,13 @@ def breakdown(root: Path, wall: float, workers: int) -> dict:
     }
 
 
-def run_sweep_bench(claims: list[Claim], seeds: int, out_dir: str, log=print) -> dict:
+def run_sweep_bench(
+    claims: list[Claim], seeds: int, out_dir: str, log=print, device: str = "auto"
+) -> dict:
     workers = available_cores()
-    results = {"claims": [c.name for c in claims], "seeds": seeds}
+    results = {"claims": [c.name for c in claims], "seeds": seeds, "device": device}
     with tempfile.TemporaryDirectory(prefix="bnbench-sweep-") as tmp:
-        for name, way in commands(Path(tmp), claims, seeds).items():
+        for name, way in commands(Path(tmp), claims, seeds, device).items():
             start = time.perf_counter()
             for command in way:
                 log(f"{name}: {' '.join(command[2:])}")

@@ -127,27 +127,41 @@ def check_report_target(results_dir: str, out: str | None) -> None:
 
 @tools_app.command(
     help=(
-        "Training throughput of the runner's loop against a plain PyTorch loop "
-        "(torchvision Dataset + DataLoader, same model, optimizer and batch size), "
-        "alternated in one process after a warm-up. Prints images/s, GFLOP/s, the ratio "
-        "runner / reference per round and the fraction of the measured fp32 matmul rate; "
-        "writes bench.csv and bench.json.\n\n"
+        "Training throughput of bnbench's loop against, in the same interleaved rounds, "
+        "(a) the strongest plain PyTorch loop (in-memory tensors, index slices of a "
+        "permutation, channels_last), (b) the tutorial loop (torchvision Dataset + "
+        "DataLoader) and (c) the limit: an fp32 GEMM timed in each round and the model's "
+        "FLOPs per image. Same model, optimizer and batch size; at 1 thread and every core. "
+        "Prints the ratios per round, their median and range; writes bench.csv (one row per "
+        "loop and round) and bench.json.\n\n"
         "--sweep instead times claims' full-profile sweeps (claim 9's by default; --claim, "
         "--seeds) the old way (a process per step, every epoch evaluated on everything) and "
         "the new (bnbench claims run), and says where the workers' time went: train steps, "
-        "evaluation, probes, set-up, outside runs; writes bench_sweep.csv and .json.\n\n"
-        "Example: bnbench bench --norm batch --rounds 7"
+        "evaluation, probes, set-up, outside runs (every run on --device); writes "
+        "bench_sweep.csv and .json.\n\n"
+        "Example: bnbench bench --norm batch --rounds 7\n\n"
+        "Example: bnbench bench --batch-size 2 --widths 16,32,64 --threads 1 --fused-optimizer"
     )
 )
 def bench(
     batch_size: int = typer.Option(128, min=1),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
-    threads: int = typer.Option(None, min=1, help="torch threads (default: every core)"),
+    threads: list[int] = typer.Option(
+        None, min=1, help="torch threads (repeat; default: 1 and every core)"
+    ),
     norm: list[str] = typer.Option(["batch", "none"], help="repeat to bench several norms"),
-    channels_last: bool = typer.Option(True, help="runner in channels_last memory format"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the runner's model"),
+    widths: str = typer.Option("32,64,128", help="channels per stage, e.g. 16,32,64"),
+    channels_last: bool = typer.Option(True, help="bnbench's loop in channels_last"),
+    fused_optimizer: bool = typer.Option(
+        False, "--fused-optimizer", help="bnbench's loop with train.fused_optimizer"
+    ),
+    compile: bool = typer.Option(False, "--compile", help="bnbench's loop with train.compile"),
     rounds: int = typer.Option(5, min=1),
     steps: int = typer.Option(30, min=1, help="training steps per timed measurement"),
+    quick: bool = typer.Option(False, "--quick", help="2 rounds of 2 steps, 1 thread: a check"),
+    data_dir: str = typer.Option(
+        None, "--data-dir", help="where Fashion-MNIST is looked for first"
+    ),
     out: str = typer.Option("results/bench", help="directory for bench.csv and bench.json"),
     sweep: bool = typer.Option(
         False, "--sweep", help="where a claim sweep's time goes, the old way and the new"
@@ -157,50 +171,51 @@ def bench(
         ["placement"], help="--sweep: a claim whose full-profile sweep it times (repeat; all)"
     ),
 ) -> None:
-    from bnbench.bench.throughput import BenchOptions, run_bench
+    from bnbench.bench import loops
+    from bnbench.bench.throughput import run_bench, table
 
+    if device not in DEVICES:
+        fail(f"invalid --device={device!r}: allowed: {' | '.join(DEVICES)}")
     if sweep:
-        return sweep_bench(claim, seeds, out)
+        return sweep_bench(claim, seeds, out, device)
 
     for value in norm:
         if value not in NORMS:
             fail(f"invalid --norm={value!r}: allowed: {' | '.join(NORMS)}")
-    if device not in DEVICES:
-        fail(f"invalid --device={device!r}: allowed: {' | '.join(DEVICES)}")
-    opts = BenchOptions(
-        batch_size, device, threads, norm, channels_last, compile, rounds, steps, out
+    try:
+        width_list = [int(w) for w in widths.split(",")]
+    except ValueError:
+        width_list = []
+    if not width_list or min(width_list) < 1:
+        fail(f"invalid --widths={widths!r}: positive integers separated by commas")
+    opts = loops.BenchOptions(
+        batch_size=batch_size,
+        device=device,
+        threads=threads or None,
+        norms=norm,
+        widths=width_list,
+        channels_last=channels_last,
+        fused_optimizer=fused_optimizer,
+        compile=compile,
+        rounds=rounds,
+        steps=steps,
+        out_dir=out,
+        data_dir=data_dir,
     )
-    summary = run_bench(opts, log=lambda line: console.print(line, markup=False))
-    table = Table(title=f"bnbench bench: {summary['device']}, {summary['threads']} threads")
-    for column in [
-        "norm",
-        "runner img/s",
-        "reference img/s",
-        "ratio (median)",
-        "GFLOP/s",
-        "% of matmul",
-        "compile s",
-    ]:
-        table.add_column(column, justify="right")
-    for value in norm:
-        s = summary[value]
-        spread = s["runner_images_per_s"]
-        table.add_row(
-            value,
-            f"{spread['median']:.0f} [{spread['min']:.0f}-{spread['max']:.0f}]",
-            f"{s['reference_images_per_s']['median']:.0f}",
-            f"{s['ratio_median']:.2f}x",
-            f"{s['runner_gflops']:.1f}",
-            f"{s['fraction_of_matmul']:.0%}",
-            f"{s['compile_s']:.1f}",
-        )
-    console.print(table)
-    console.print(
-        f"matmul (fp32 GEMM {summary['matmul_gflops']:.1f} GFLOP/s); wrote {out}/bench.json"
-    )
+    opts = loops.quick(opts) if quick else opts
+    summary = run_bench(opts, log=_plain_line)
+    columns, rows = table(summary)
+    shown = Table(title=f"bnbench bench: {summary['device']}")
+    for column in columns:
+        shown.add_column(column, justify="right")
+    for row in rows:
+        shown.add_row(*row)
+    console.print(shown)
+    told = f"median [min-max] over {opts.rounds} rounds; wrote {out}/bench.json"
+    console.print(told, markup=False)
 
 
-def sweep_bench(names: list[str], seeds: int, out: str) -> None:
+def sweep_bench(names: list[str], seeds: int, out: str, device: str) -> None:
     """`bnbench bench --sweep`: the table of where the mini-sweep's time goes."""
     from bnbench.bench.sweep import run_sweep_bench
     from bnbench.claims.registry import ClaimFileError, UnknownClaim, get_claim, load_claims
@@ -213,7 +228,7 @@ def sweep_bench(names: list[str], seeds: int, out: str) -> None:
     except (ClaimFileError, UnknownClaim) as error:
         fail(str(error))
     try:
-        result = run_sweep_bench(claims, seeds, out, log=lambda s: console.print(s, markup=False))
+        result = run_sweep_bench(claims, seeds, out, log=_plain_line, device=device)
     except RuntimeError as error:
         fail(f"bench --sweep stopped: {error}")
     table = Table(title="bnbench bench --sweep: share of the workers' time (wall x workers)")
@@ -230,3 +245,7 @@ def sweep_bench(names: list[str], seeds: int, out: str) -> None:
         )
     console.print(table)
     console.print(f"new / old wall time: {result['new_over_old_wall']:.2f}x; wrote {out}/")
+
+
+def _plain_line(line: str) -> None:
+    console.print(line, markup=False)

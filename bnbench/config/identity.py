@@ -29,6 +29,8 @@ NOT_IDENTITY = (
     "train.channels_last",  # memory layout: like threads, changes speed, not the experiment
     "train.test_every_epoch",  # the final test metrics are the same either way
     "train.val_every_epochs",  # so are the final validation metrics: only the curve thins
+    "train.fused_optimizer",  # speed switches: equal numbers within float32 rounding
+    "train.compile",
 )
 
 # Keys added after runs were recorded, with the value every earlier run had: at that value a

@@ -114,6 +114,11 @@ class TrainConfig:
     val_every: int | None = None
     test_every_epoch: bool = False
     eval_train: bool = False  # after the last epoch: eval-mode loss/accuracy on the training set
+    # Speed switches, off by default: the numbers equal the default path's within float32
+    # rounding, so like channels_last they stay out of the run id. Kept only where measured
+    # faster (docs/performance.md).
+    fused_optimizer: bool = False  # the optimizer step as one fused kernel (default: foreach)
+    compile: bool = False  # torch.compile of the training step's model; evaluation stays eager
 
 
 PROBES = ("ics", "percentiles", "layer_stats", "one_step", "test_time", "variance_shift")

@@ -43,6 +43,9 @@ class Training:
     # None: every step on CPU only. Tests force the once-per-epoch path on CPU.
     check_each_step: bool | None = None
     augment_seed: int | None = None  # dataset.augment: crops and flips drawn from it; None: off
+    # What the training steps call (train.compile: the compiled model, sharing its parameters);
+    # None: `model`. Evaluation, probes and checkpoints use `model` itself.
+    step_model: nn.Module | None = None
 
 
 @dataclass
@@ -60,7 +63,8 @@ def train_epoch(
     non-finite or above diverge_factor x first_loss: stopped there at once when the loss is
     read every step; otherwise found at the epoch's end, with the same record of it."""
     model, optimizer, splits, cfg = run.model, run.optimizer, run.splits, run.train
-    model.train()
+    model.train()  # also the compiled step model's: it wraps the same modules
+    forward = run.step_model or model
     batch, log_every, steps_per_epoch = cfg.batch_size, cfg.log_every, run.steps_per_epoch
     device = splits.train_x.device
     each_step = reads_each_step(run, device)
@@ -87,7 +91,7 @@ def train_epoch(
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,11 +202,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, memory_format=N
     return {"loss": loss_sum.item() / len(y), "acc": correct.item() / len(y)}
 
 
-def make_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: OptimConfig, model: nn.Module, fused: bool = False
+) -> torch.optim.Optimizer:
+    """SGD or Adam over all parameters; `fused` (train.fused_optimizer): one fused kernel per
+    step (CPU and CUDA have them), else foreach: a few multi-tensor kernels per step."""
     params = model.parameters()
+    kernels = {"fused": True} if fused else {"foreach": True}
     if cfg.name == "adam":
         return torch.optim.Adam(
-            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True
+            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kernels
         )
     return torch.optim.SGD(
         params,
@@ -210,8 +219,14 @@ def make_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
-        foreach=True,
+        **kernels,
     )
+
+
+def step_model(train: TrainConfig, model: nn.Module) -> nn.Module | None:
+    """train.compile: the model compiled for the training steps (compiled on its first step;
+    the cost is paid once per run, in its first epoch), else None (eager)."""
+    return torch.compile(model) if train.compile else None
 
 
 def lr_schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:

@@ -39,7 +39,14 @@ from bnbench.store.summary import base_summary, process_facts, record_unfinished
 from bnbench.train.checkpoint import load_checkpoint, save_checkpoint
 from bnbench.train.data import Splits, load_splits
 from bnbench.train.loggers import open_dashboard
-from bnbench.train.loop import Training, evaluate, lr_schedule, make_optimizer, train_epoch
+from bnbench.train.loop import (
+    Training,
+    evaluate,
+    lr_schedule,
+    make_optimizer,
+    step_model,
+    train_epoch,
+)
 from bnbench.train.model import build_model
 from bnbench.train.progress import Progress
 from bnbench.train.record import RunRecord, eval_row, finish_summary, write_record
@@ -239,14 +246,22 @@ def setup_training(cfg: Config, splits: Splits, device: torch.device) -> Trainin
     """The model (seeded init, memory format, AMP norms), optimizer and LR schedule."""
     model = build_model(cfg.model, splits.in_channels, splits.num_classes, cfg.seed).to(device)
     model = model.to(memory_format=memory_format(cfg.train))
-    optimizer = make_optimizer(cfg.optim, model)
+    optimizer = make_optimizer(cfg.optim, model, fused=cfg.train.fused_optimizer)
     if cfg.train.amp:
         keep_norms_fp32(model)
     steps_per_epoch = len(splits.train_y) // cfg.train.batch_size  # the last partial batch drops
     lr_at = lr_schedule(cfg.optim, steps_per_epoch, cfg.train.epochs)
     augment_seed = cfg.seed if cfg.dataset.augment else None
+    compiled = step_model(cfg.train, model)
     return Training(
-        cfg.train, model, optimizer, splits, lr_at, steps_per_epoch, augment_seed=augment_seed
+        cfg.train,
+        model,
+        optimizer,
+        splits,
+        lr_at,
+        steps_per_epoch,
+        augment_seed=augment_seed,
+        step_model=compiled,
     )
 
 

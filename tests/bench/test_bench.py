@@ -1,7 +1,10 @@
-"""The benchmark compares like with like: same data, same model, same loss on the same batch."""
+"""The benchmark compares like with like: same data, same model, same loss on the same batch;
+its anchors train the same model, and its ratios are taken round by round."""
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 
 import pytest
@@ -9,10 +12,40 @@ import torch
 import torch.nn.functional as F
 from conftest import bnbench, fake_fashion_mnist
 
-from bnbench.bench.throughput import reference_dataset, torchvision_root, training_flops
+from bnbench.bench.limit import training_flops
+from bnbench.bench.loops import (
+    BNBENCH,
+    DEFAULT,
+    PLAIN,
+    TUTORIAL,
+    BenchOptions,
+    make_loops,
+    quick,
+    reference_dataset,
+    torchvision_root,
+    warm_up,
+)
+from bnbench.bench.throughput import round_row, run_bench, steps_to_repay, table, thread_counts
+from bnbench.config.machine import available_cores
 from bnbench.config.schema import ModelConfig
 from bnbench.train import data
 from bnbench.train.model import build_model
+
+CPU = torch.device("cpu")
+
+
+def small_options(tmp_path, **changes) -> BenchOptions:
+    """Quick rounds of a small CNN on fake Fashion-MNIST files, everything under tmp_path."""
+    fake_fashion_mnist(tmp_path / "fm", n_train=600)
+    opts = BenchOptions(
+        batch_size=32,
+        norms=["batch"],
+        widths=[8, 16],
+        out_dir=str(tmp_path / "out"),
+        data_dir=str(tmp_path / "fm"),
+        torchvision_dir=str(tmp_path / "tv"),
+    )
+    return quick(BenchOptions(**{**vars(opts), **changes}))
 
 
 def test_reference_and_runner_give_the_same_loss_on_the_same_first_batch(tmp_path):
@@ -44,17 +77,103 @@ def test_training_flops_match_a_hand_count_for_one_conv():
     assert per_image == 2 * (2 * 28 * 28 * 4 * 9)
 
 
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_the_plain_loop_trains_the_same_model_as_bnbenchs_loop(tmp_path, norm):
+    opts = small_options(tmp_path, norms=[norm])
+    mine, plain, tutorial = make_loops(opts, norm, CPU)
+    assert [mine.name, plain.name, tutorial.name] == [BNBENCH, PLAIN, TUTORIAL]
+    # the same CNN: the same parameters to begin with and the same FLOPs per image
+    start = {key: value.clone() for key, value in mine.model.state_dict().items()}
+    for other in (plain, tutorial):
+        for key, value in other.model.state_dict().items():
+            assert torch.equal(value, start[key]), key
+    flops = {training_flops(copy.deepcopy(loop.model), 4, CPU) for loop in (mine, plain, tutorial)}
+    assert len(flops) == 1
+    # the same data in the same order: the same losses and weights within float32 rounding
+    for loop in (mine, plain):
+        warm_up(loop)
+        loop.time_steps()
+    assert len(mine.mean_losses) == 3
+    torch.testing.assert_close(plain.mean_losses, mine.mean_losses, rtol=1e-5, atol=1e-6)
+    trained = plain.model.state_dict()
+    for key, value in mine.model.state_dict().items():
+        torch.testing.assert_close(trained[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    assert not torch.equal(trained["0.0.conv.weight"], start["0.0.conv.weight"])
+
+
+def test_a_quick_bench_records_every_loop_in_every_round(tmp_path):
+    opts = small_options(tmp_path, norms=["batch", "none"])
+    lines = []
+    summary = run_bench(opts, log=lines.append)
+    assert len(lines) == 2 * opts.rounds and "x plain" in lines[0]
+    with open(tmp_path / "out" / "bench.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["norm"], r["round"], r["loop"]) for r in rows] == [
+        (norm, str(round_), loop)
+        for norm in ("batch", "none")
+        for round_ in (1, 2)
+        for loop in (BNBENCH, PLAIN, TUTORIAL)
+    ]
+    assert {r["threads"] for r in rows} == {"1"}
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["rows"][0]["loop"] == BNBENCH
+    batch, plain_net = summary["settings"]
+    assert (batch["norm"], batch["threads"]) == ("batch", 1) and plain_net["norm"] == "none"
+    for key in ("ratio_to_plain", "ratio_to_tutorial", "fraction_of_gemm", "gemm_gflops"):
+        assert len(batch[key]["per_round"]) == opts.rounds
+        assert batch[key]["min"] <= batch[key]["median"] <= batch[key]["max"]
+    assert set(batch["images_per_s"]) == {BNBENCH, PLAIN, TUTORIAL}
+    assert "ratio_to_bnbench_default" not in batch
+    # FlopCounterMode counts the convolutions and the head, not BN's elementwise passes
+    assert batch["flops_per_image"] == plain_net["flops_per_image"] > 0
+
+
+def test_with_a_switch_on_the_default_loop_runs_beside_it(tmp_path):
+    summary = run_bench(small_options(tmp_path, fused_optimizer=True), log=lambda line: None)
+    (setting,) = summary["settings"]
+    assert set(setting["images_per_s"]) == {BNBENCH, DEFAULT, PLAIN, TUTORIAL}
+    assert len(setting[f"ratio_to_{DEFAULT}"]["per_round"]) == 2 and "steps_to_repay" in setting
+    columns, (row,) = table(summary)
+    assert columns[-2:] == ["x default", "repaid after steps"] and len(row) == len(columns)
+
+
+def test_each_round_is_divided_by_the_same_rounds_references_and_gemm():
+    measured = {BNBENCH: 200.0, PLAIN: 100.0, TUTORIAL: 50.0}
+    row = round_row(1, "batch", 3, BNBENCH, measured, flops=2e6, gemm=0.8)
+    assert row["ratio_to_plain"] == 2.0 and row["ratio_to_tutorial"] == 4.0
+    assert row["gflops"] == pytest.approx(0.4) and row["fraction_of_gemm"] == pytest.approx(0.5)
+    assert f"ratio_to_{DEFAULT}" not in row
+
+
+def test_a_switchs_one_off_cost_is_repaid_after_the_steps_it_saves():
+    images = {DEFAULT: {"median": 100.0}, BNBENCH: {"median": 200.0}}  # 5 ms an image saved
+    assert steps_to_repay(images, {BNBENCH: 11.0, DEFAULT: 1.0}, batch=10) == pytest.approx(200)
+    slower = {DEFAULT: {"median": 200.0}, BNBENCH: {"median": 100.0}}
+    assert steps_to_repay(slower, {BNBENCH: 1.0, DEFAULT: 1.0}, batch=10) is None
+
+
+def test_the_bench_runs_at_one_thread_and_at_every_core():
+    assert thread_counts(BenchOptions()) == list(dict.fromkeys([1, available_cores()]))
+    assert thread_counts(BenchOptions(threads=[2, 2, 1])) == [2, 1]
+
+
+def test_bench_refuses_widths_that_are_not_positive_integers(tmp_path):
+    result = bnbench("bench", "--widths", "16,x", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "invalid --widths='16,x'" in result.stderr
+
+
 @pytest.mark.slow
 def test_bench_command_writes_its_figures(tmp_path):
     if data.find_fashion_mnist(None) is None:
         pytest.skip("Fashion-MNIST not installed (make data)")
-    args = ["bench", "--rounds", "1", "--steps", "2", "--norm", "batch", "--out", str(tmp_path)]
+    args = ["bench", "--quick", "--norm", "batch", "--out", str(tmp_path)]
     out = bnbench(*args, cwd=tmp_path)
-    assert "ratio" in out.stdout and "% of matmul" in out.stdout
+    assert "x plain" in out.stdout and "% of GEMM" in out.stdout
     summary = json.loads((tmp_path / "bench.json").read_text())
-    assert summary["batch"]["ratio_median"] > 0 and summary["matmul_gflops"] > 0
-    assert 0 < summary["batch"]["fraction_of_matmul"]
-    assert (tmp_path / "bench.csv").read_text().startswith("round,norm,loop,images_per_s")
+    (setting,) = summary["settings"]
+    assert setting["ratio_to_plain"]["median"] > 0 and setting["gemm_gflops"]["median"] > 0
+    assert 0 < setting["fraction_of_gemm"]["median"]
+    header = "threads,norm,round,loop,images_per_s,gflops,gemm_gflops,fraction_of_gemm"
+    assert (tmp_path / "bench.csv").read_text().startswith(header)
 
 
 def test_the_sweep_bench_times_the_same_runs_both_ways_and_charges_old_its_steps(tmp_path):
@@ -83,6 +202,9 @@ def test_the_sweep_bench_times_the_same_runs_both_ways_and_charges_old_its_steps
     (new,) = ways["new"]
     assert new[3:7] == ["claims", "run", "placement", "regularization"]
     assert "seed=0,1" in new and f"results_dir={tmp_path / 'new'}" in new
+    assert all(any(a == "device=auto" for a in c) for c in [new, *ways["old"][:3]])
+    on_gpu = commands(tmp_path, claims, seeds=1, device="cuda")
+    assert all("device=cuda" in c for c in on_gpu["new"] + on_gpu["old"] if "run" in c)
 
 
 def test_the_sweep_breakdown_splits_the_workers_time_into_parts_that_add_up(tmp_path):
