@@ -176,18 +176,16 @@ def parse_claim(name: str, fields: dict) -> Claim:
     if not isinstance(extra_cells, list) or not all(isinstance(e, str) for e in extra_cells):
         problems.append("extra_cells must be a list of experiment names")
     measures = [fields["primary"]] if "primary" in fields else []
-    parsed = []
-    for measure in [*measures, *(fields.get("secondary") or [])]:
-        try:
-            parsed.append(parse_measure(name, measure))
-        except ClaimFileError as error:
-            problems.append(str(error).removeprefix(f"claim {name!r}: "))
-    readings = []
-    for reading in fields.get("readings") or []:
-        try:
-            readings.append(parse_reading(name, reading, len(fields.get("secondary") or [])))
-        except ClaimFileError as error:
-            problems.append(str(error).removeprefix(f"claim {name!r}: "))
+    n_secondary = len(fields.get("secondary") or [])
+    parsed = parse_each(
+        name, parse_measure, [*measures, *(fields.get("secondary") or [])], problems
+    )
+    readings = parse_each(
+        name,
+        lambda claim, r: parse_reading(claim, r, n_secondary),
+        fields.get("readings") or [],
+        problems,
+    )
     if problems:
         raise ClaimFileError(f"claim {name!r}: {'; '.join(problems)}")
     base = {k: fields[k] for k in required if k != "primary"}
@@ -199,6 +197,17 @@ def parse_claim(name: str, fields: dict) -> Claim:
         extra_cells=tuple(extra_cells),
         readings=tuple(readings),
     )
+
+
+def parse_each(name: str, parse, entries: list, problems: list[str]) -> list:
+    """Each entry parsed; what is wrong with one goes into `problems`, so all are named."""
+    parsed = []
+    for entry in entries:
+        try:
+            parsed.append(parse(name, entry))
+        except ClaimFileError as error:
+            problems.append(str(error).removeprefix(f"claim {name!r}: "))
+    return parsed
 
 
 def parse_reading(claim: str, fields: dict, n_secondary: int) -> Reading:

@@ -4,7 +4,6 @@ trusting the commit it says it came from."""
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import typer
 
 from bnbench.cli.terminal import console, fail
-from bnbench.store.files import CONFIG_FILE, SUMMARY_FILE, is_finished
+from bnbench.store.files import CONFIG_FILE, is_finished, read_summary
 from bnbench.store.reader import find_run_dirs
 
 replay_app = typer.Typer()
@@ -69,8 +68,8 @@ def finished_runs(paths: list[str]) -> list[Path]:
 
 def recorded_seconds(directory: Path) -> float:
     try:
-        return float(json.loads((directory / SUMMARY_FILE).read_text())["wall_time_s"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float((read_summary(directory) or {})["wall_time_s"])
+    except (KeyError, TypeError, ValueError):
         return 0.0
 
 

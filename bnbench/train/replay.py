@@ -11,7 +11,6 @@ names them when they differ.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from bnbench.store.files import (
     METRICS_FILE,
     PROBES_FILE,
     STEPS_FILE,
-    SUMMARY_FILE,
     TIMING_COLUMNS,
+    read_summary,
     run_dir,
 )
 from bnbench.train.runner import execute
@@ -51,13 +50,13 @@ class Replay:
 
 def replay(original: Path, scratch: Path) -> Replay:
     """Retrain the finished run in `original` under `scratch` and compare its records."""
-    try:
-        summary = json.loads((original / SUMMARY_FILE).read_text())
-        raw = OmegaConf.load(original / CONFIG_FILE)
-    except (OSError, ValueError) as error:
-        return Replay(original, "refused", {}, [f"unreadable run files ({error})"], [])
+    summary = read_summary(original) or {}
     if summary.get("status") not in FINISHED:
         return Replay(original, "refused", {}, [f"not finished ({summary.get('status')})"], [])
+    try:
+        raw = OmegaConf.load(original / CONFIG_FILE)
+    except (OSError, ValueError) as error:
+        return Replay(original, "refused", {}, [f"unreadable config.yaml ({error})"], [])
     cfg = dataclasses.replace(
         to_config(raw), results_dir=str(scratch), threads=summary.get("threads")
     )
