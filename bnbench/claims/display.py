@@ -91,6 +91,14 @@ def index_row(result) -> list[str]:
 INDEX_HEADER = ["claim", "outcome", "kind", "primary measure", "effect [95% CI]", "n", "p", "delta"]
 
 
+def preview_direction(claim: Claim, mean: float) -> str:
+    """Which way a too-small sample points; an effect of exactly zero points nowhere."""
+    if mean == 0:
+        return "no direction (an effect of zero)"
+    sign = 1 if claim.primary.direction == "higher" else -1
+    return "direction as claimed" if sign * mean > 0 else "direction against the claim"
+
+
 def describe(claim: Claim, primary: dict) -> str:
     """The outcome in one or two sentences, no stronger than the data."""
     unit, delta = primary["unit"], primary["delta"]
@@ -101,10 +109,9 @@ def describe(claim: Claim, primary: dict) -> str:
     )
     outcome = primary["outcome"]
     if outcome == "inconclusive" and primary["n"] < MIN_DECISIVE_N:
-        sign = 1 if claim.primary.direction == "higher" else -1
-        agrees = "as claimed" if sign * primary["mean"] > 0 else "against the claim"
         return (
-            f"PREVIEW, direction {agrees}: {effect}. {primary['n']} seeds cannot decide (the "
+            f"PREVIEW, {preview_direction(claim, primary['mean'])}: {effect}. "
+            f"{primary['n']} seeds cannot decide (the "
             f"exact test's smallest p at n={primary['n']} is {fmt_p(2 / 2 ** primary['n'])}); "
             f"the confirmatory profile's {CONFIRMATORY_N} seeds do."
         )

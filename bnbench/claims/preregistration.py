@@ -220,12 +220,14 @@ class Kind:
         return self.kind if not self.reasons else f"{self.kind}: {'; '.join(self.reasons)}"
 
 
-def verdict_kind(claim, lock: Lock | None, planned: dict | None, runs: pd.DataFrame) -> Kind:
+def verdict_kind(
+    claim, lock: Lock | None, planned: dict | None, runs: pd.DataFrame, profile: str | None = None
+) -> Kind:
     """Confirmatory only when the claim's entry is the locked one, its sweep was planned under
     the locked hash, and every run of its plan was trained under that hash, started after the
     lock, on the locked seeds (and on all of them). `planned`: the plan file's record for the
     claim ({"hash", "run_ids"}); `runs`: the sweep's runs table (run_id, seed, protocols,
-    started_at)."""
+    started_at); `profile`: the profile the sweep was planned with."""
     if lock is None:
         return Kind(EXPLORATORY, ("not pre-registered (no entry in conf/preregistration.yaml)",))
     locked_on = lock.date[:10]
@@ -233,6 +235,9 @@ def verdict_kind(claim, lock: Lock | None, planned: dict | None, runs: pd.DataFr
         return Kind(EXPLORATORY, (f"its protocol changed after the lock of {locked_on}",))
     if planned is None:
         return Kind(EXPLORATORY, ("its sweep's plan records no protocol (not `claims run`)",))
+    if profile is not None and profile != lock.profile:
+        reason = f"run with the {profile} profile; the lock is for the {lock.profile} profile"
+        return Kind(EXPLORATORY, (reason,))
     if planned["hash"] != lock.protocol:
         reason = f"its sweep was planned under protocol {planned['hash']}, not the locked one"
         return Kind(EXPLORATORY, (reason,))

@@ -96,7 +96,8 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
         n = len(planned)
         return Verdict(claim, "incomplete", sentence, {}, pd.DataFrame(), n, n, plan.profile)
     secondary = secondary_table(claim.secondary, runs, sweep)
-    kind = verdict_kind(claim, locked_claims().get(name), plan.protocols.get(name), runs)
+    lock, planned_protocol = locked_claims().get(name), plan.protocols.get(name)
+    kind = verdict_kind(claim, lock, planned_protocol, runs, plan.profile)
     seeds = sorted(int(s) for s in runs["seed"].unique())
     said = [describe(claim, primary)]
     said += [f"Declared reading: {text}." for text in readings_met(claim, primary, secondary)]

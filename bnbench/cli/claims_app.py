@@ -183,7 +183,10 @@ def claims_verdict(
     console.print(result.sentence, markup=False, highlight=False)
     if result.status == "incomplete":
         raise typer.Exit(3)
-    title = f"claim {claim.number}: {claim.name} ({result.profile} profile, {result.kind.kind})"
+    title = (
+        f"claim {claim.number}: {claim.name} ({result.profile} profile, {result.kind.kind}; "
+        f"runs in {Path(results_dir) / claim.experiment})"
+    )
     table = Table(title=title)
     columns = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
     for column in columns:

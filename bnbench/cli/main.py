@@ -135,8 +135,9 @@ def run(
     info: bool = typer.Option(
         False,
         "--info",
-        help="Hydra's information about the config ([all | config | defaults | "
-        "defaults-tree | plugins | searchpath] as the first argument).",
+        # no square brackets: the help is rich markup
+        help="Hydra's information about the config (all, config, defaults, defaults-tree, "
+        "plugins or searchpath as the first argument).",
     ),
     hydra_help: bool = typer.Option(False, "--hydra-help", help="Hydra's own help."),
     show_config: bool = typer.Option(False, "--show-config", help="The same as --cfg job."),

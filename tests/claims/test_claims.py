@@ -465,6 +465,7 @@ def test_claims_verdict_command_judges_a_copied_sweep_from_its_files_alone(tmp_p
     # the pooled cell names what the arms differ in, then each activation's chosen LRs
     pooled = "test_acc, BN placement post vs pre, the mean of activation relu (LR 0.1 in both);"
     assert pooled in out and "lr=0.1 vs lr=0.1" not in out
+    assert "runs in" in out  # the title names the sweep that was judged
     judged = verdict("placement", root)
     assert judged.status == "supported" and judged.secondary["name"].tolist() == [
         "activation relu (BN placement post vs pre, LR 0.1 in both)",

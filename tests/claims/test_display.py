@@ -24,6 +24,8 @@ def test_three_seeds_give_a_preview_not_a_bare_inconclusive():
     assert "3 seeds cannot decide (the exact test's smallest p at n=3 is 0.25)" in said
     against = describe(CLAIM, primary([-2.0, -1.0, -3.0]))
     assert against.startswith("PREVIEW, direction against the claim: ")
+    zero = describe(CLAIM, primary([0.0, 0.0, 0.0]))  # e.g. both arms hit the target together
+    assert zero.startswith("PREVIEW, no direction (an effect of zero): ")
 
 
 def test_p_on_the_exact_tests_floor_is_named_and_written_as_in_the_tables():

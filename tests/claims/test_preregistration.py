@@ -80,10 +80,11 @@ def test_a_verdict_is_confirmatory_only_on_the_locked_protocol_seeds_and_time():
         ("development seeds", "seeds 0-2 are development seeds"),
         ("other seeds", "seeds 200-202 are not the locked seeds (a replication)"),
         ("fewer seeds", "the locked seeds 103-104 have no runs"),
+        ("quick profile", "run with the quick profile; the lock is for the confirmatory profile"),
     ],
 )
 def test_anything_else_is_exploratory_with_the_reason_in_words(change, reason):
-    claim, lock, runs = CLAIM, lock_of(), runs_of()
+    claim, lock, runs, profile = CLAIM, lock_of(), runs_of(), "confirmatory"
     plan = planned(runs)
     if change == "no lock":
         lock = None
@@ -103,7 +104,9 @@ def test_anything_else_is_exploratory_with_the_reason_in_words(change, reason):
         plan = planned(runs)
     elif change == "fewer seeds":
         lock = lock_of(seeds=(100, 101, 102, 103, 104))
-    kind = verdict_kind(claim, lock, plan, runs)
+    elif change == "quick profile":
+        profile = "quick"
+    kind = verdict_kind(claim, lock, plan, runs, profile)
     assert kind.kind == EXPLORATORY
     assert any(r.startswith(reason) for r in kind.reasons), kind.reasons
 
