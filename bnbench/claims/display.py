@@ -91,6 +91,11 @@ def index_row(result) -> list[str]:
 INDEX_HEADER = ["claim", "outcome", "kind", "primary measure", "effect [95% CI]", "n", "p", "delta"]
 
 
+def is_preview(primary: dict) -> bool:
+    """Too few seeds for the exact test to decide anything (the quick profile)."""
+    return primary["outcome"] == "inconclusive" and primary["n"] < MIN_DECISIVE_N
+
+
 def preview_direction(claim: Claim, mean: float) -> str:
     """Which way a too-small sample points; an effect of exactly zero points nowhere."""
     if mean == 0:
@@ -108,7 +113,7 @@ def describe(claim: Claim, primary: dict) -> str:
         f"exact p={fmt_p(primary['p'])}{p_floor(primary)}, delta={delta:g} {unit}"
     )
     outcome = primary["outcome"]
-    if outcome == "inconclusive" and primary["n"] < MIN_DECISIVE_N:
+    if is_preview(primary):
         return (
             f"PREVIEW, {preview_direction(claim, primary['mean'])}: {effect}. "
             f"{primary['n']} seeds cannot decide (the "

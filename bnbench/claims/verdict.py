@@ -19,8 +19,14 @@ from bnbench.analysis.pairing import in_arm
 from bnbench.analysis.stats import ALPHA, judge_paired, within_delta
 from bnbench.analysis.stats import holm as holm_adjust
 from bnbench.analysis.tables import load_runs
-from bnbench.claims.display import describe, kind_text
-from bnbench.claims.preregistration import EXPLORATORY, Kind, locked_claims, verdict_kind
+from bnbench.claims.display import describe, is_preview, kind_text
+from bnbench.claims.preregistration import (
+    CONFIRMATORY,
+    EXPLORATORY,
+    Kind,
+    locked_claims,
+    verdict_kind,
+)
 from bnbench.claims.registry import Claim, ClaimFileError, Measure, claims_of, get_claim
 from bnbench.store.planfile import read_plan
 from bnbench.store.reader import SkippedRunWarning
@@ -100,6 +106,9 @@ def verdict(claim: Claim | str, results_root: str | Path) -> Verdict:
     kind = verdict_kind(claim, lock, planned_protocol, runs, plan.profile)
     seeds = sorted(int(s) for s in runs["seed"].unique())
     said = [describe(claim, primary)]
+    if is_preview(primary):
+        # the profile named like the kind it gives
+        said.append(f"To decide: `{claims_run_command(claim, CONFIRMATORY, None)}`.")
     said += [f"Declared reading: {text}." for text in readings_met(claim, primary, secondary)]
     sentence = " ".join([*said, kind_text(kind, seeds)])
     n, status = len(planned), primary["outcome"]
@@ -117,12 +126,14 @@ def claim_run_ids(plan, name: str) -> list[str]:
     return list(plan.run_ids)
 
 
-def claims_run_command(claim: Claim, profile: str, results_root: str | Path) -> str:
+def claims_run_command(claim: Claim, profile: str, results_root: str | Path | None) -> str:
     """The command that plans and trains the claim's sweep whole: with every claim that
-    shares it (claims 4 and 10), so none of their extra cells drops out of its plan."""
+    shares it (claims 4 and 10), so none of their extra cells drops out of its plan.
+    `results_root` None: the profile's own results directory."""
     names = [c.name for c in claims_of(claim.experiment)]
     names = names if claim.name in names else [claim.name]  # a claim not in the claims files
-    return f"bnbench claims run {' '.join(names)} --profile {profile} results_dir={results_root}"
+    where = "" if results_root is None else f" results_dir={results_root}"
+    return f"bnbench claims run {' '.join(names)} --profile {profile}{where}"
 
 
 def missing_arms(measure: Measure, runs: pd.DataFrame) -> list[str]:

@@ -612,6 +612,9 @@ def test_every_claim_end_to_end_on_a_tiny_sweep(every_claim, name):
     assert result.n_done == result.n_planned == len(plan.run_ids) > 0
     assert result.primary["n"] == 3  # three seeds, paired
     assert result.sentence.startswith(("PREVIEW", result.status.upper()))
+    if result.sentence.startswith("PREVIEW"):  # says how to decide it
+        assert "To decide: `bnbench claims run " in result.sentence
+        assert "--profile confirmatory`" in result.sentence
     if len(result.secondary):
         assert (result.secondary["n"] <= 3).all()
     report = (root / claim.experiment / "REPORT.md").read_text()
