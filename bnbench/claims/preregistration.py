@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from bnbench.config.paths import CONF_DIR, user_config_dirs
+from bnbench.store.summary import in_history
 
 LOCK_NAME = "preregistration.yaml"
 LOCK_FILE = CONF_DIR / LOCK_NAME  # the shipped claims' lock; a --config-dir holds its own
@@ -185,8 +186,11 @@ def lock_text(lock: Lock | None) -> str:
     """A lock in one line, for `claims show`."""
     if lock is None:
         return "not pre-registered (bnbench claims preregister NAME)"
+    # a lock whose commit the history lacks cannot be shown by git to precede its runs
+    missing = lock.commit is not None and in_history(lock.commit) is False
+    note = " (not in this checkout's git history)" if missing else ""
     return (
-        f"{lock.date} at commit {str(lock.commit)[:10]}: protocol {lock.protocol}, "
+        f"{lock.date} at commit {str(lock.commit)[:10]}{note}: protocol {lock.protocol}, "
         f"{lock.profile} profile, seeds {seed_range(lock.seeds)}"
     )
 

@@ -64,16 +64,32 @@ def slurm_ids() -> dict:
     return {"slurm_job_id": job, "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
 
 
-def git_commit() -> str | None:
-    """bnbench's own commit when it runs from its git checkout; None when installed from a
-    wheel (a virtual environment inside the user's repository must not report theirs)."""
+def _git(*args: str) -> subprocess.CompletedProcess | None:
+    """git in bnbench's own checkout; None when installed from a wheel (a virtual environment
+    inside the user's repository must not report theirs) or when git cannot run."""
     checkout = PACKAGE.parent
     if not ((checkout / ".git").exists() and (checkout / "conf" / "claims.yaml").exists()):
         return None
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
+        return subprocess.run(
+            ["git", *args], cwd=checkout, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+
+
+def git_commit() -> str | None:
+    """bnbench's own commit when it runs from its git checkout, else None."""
+    out = _git("rev-parse", "HEAD")
+    return (out.stdout.strip() or None) if out is not None else None
+
+
+def in_history(commit: str) -> bool | None:
+    """Whether the checkout's history holds `commit`; None outside a checkout."""
+    known = _git("cat-file", "-e", f"{commit}^{{commit}}")
+    if known is None:
+        return None
+    if known.returncode != 0:
+        return False
+    out = _git("merge-base", "--is-ancestor", commit, "HEAD")
+    return out is not None and out.returncode == 0

@@ -19,6 +19,7 @@ from bnbench.claims.preregistration import (
     LockFile,
     add_locks,
     entry_digest,
+    lock_text,
     parse_seeds,
     protocol_digest,
     read_lock,
@@ -28,6 +29,7 @@ from bnbench.claims.preregistration import (
 )
 from bnbench.claims.registry import load_claims
 from bnbench.claims.verdict import verdict
+from bnbench.store.summary import git_commit
 from tests.conftest import TINY, bnbench
 
 CLAIM = load_claims()["test-time-stats"]
@@ -230,3 +232,13 @@ def test_a_verdict_reads_only_its_own_plans_runs_not_an_earlier_protocols(tmp_pa
     result = verdict("test-time-stats", root)
     assert result.n_planned == len(own) == 3
     assert result.status != "incomplete"
+
+
+def test_claims_show_says_when_the_locks_commit_is_not_in_the_history():
+    """A lock whose commit git does not hold cannot be shown by git to precede its runs."""
+    head = git_commit()
+    if head is None:
+        pytest.skip("not running from a git checkout")
+    lock = lock_of()
+    assert "not in this checkout's git history" in lock_text(replace(lock, commit="0" * 40))
+    assert "not in this checkout's git history" not in lock_text(replace(lock, commit=head))
