@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.analysis.columns import factors, sorted_values
+from bnbench.analysis.words import key_text
 from bnbench.report.plots import (
     factor_figure,
     factor_panels,
@@ -62,7 +63,9 @@ def figure_specs(
             caption += "half-width and n; diverged runs count at chance."
             specs.append((name, title, caption, lambda: plot_dropout(runs)))
             continue
-        caption = f"Final validation accuracy against {factor} for each norm, mean over seeds "
+        caption = (
+            f"Final validation accuracy against {key_text(factor)} for each norm, mean over seeds "
+        )
         numeric = is_numeric(sorted_values(runs[factor]))
         caption += "with 95% CI" + ("." if numeric else "; each seed a hollow point.")
         specs.append((name, title, caption + diverged, lambda f=factor: plot_factor(runs, f)))

@@ -25,6 +25,7 @@ from matplotlib.ticker import NullFormatter
 
 from bnbench.analysis.columns import factors, scored, sorted_values
 from bnbench.analysis.run_stats import summarize, train_accuracy
+from bnbench.analysis.words import key_text
 from bnbench.report.style import (
     METRIC_LABELS,
     any_diverged,
@@ -152,7 +153,8 @@ def factor_panels(runs: pd.DataFrame, factor: str) -> list[tuple[str, pd.DataFra
 
 def factor_figure(factor: str) -> tuple[str, str, str]:
     """(file name, title, x label) for a factor; a generic one for factors without their own."""
-    generic = (f"factor_{factor.replace('.', '_')}", f"Sensitivity to {factor}", factor)
+    words = key_text(factor)  # the reader sees words, the file name keeps the key
+    generic = (f"factor_{factor.replace('.', '_')}", f"Sensitivity to {words}", words)
     return FACTOR_FIGURES.get(factor, generic)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from bnbench.analysis.columns import factors, varying_columns
 from bnbench.analysis.stats import BOOTSTRAP_MIN_N
 from bnbench.analysis.tables import aggregate, load_steps, output_dir
-from bnbench.analysis.words import override_text
+from bnbench.analysis.words import key_text, override_text
 from bnbench.claims.display import HEADER, primary_row, secondary_rows
 from bnbench.claims.registry import article_title, claims_of
 from bnbench.claims.verdict import verdict
@@ -76,8 +76,8 @@ def swept_items(runs: pd.DataFrame, skipped: list) -> list[str]:
         f"runs: {len(runs)} finished ({counts.get('completed', 0)} completed, "
         f"{counts.get('diverged', 0)} diverged), {len(skipped)} skipped",
         "norms: " + ", ".join(norms_in(runs)),
-        *(
-            f"{f}: " + ", ".join(fmt_value(v) for v in values)
+        *(  # in words, with the key to type in an override
+            f"{key_text(f)} ({f}): " + ", ".join(fmt_value(v) for v in values)
             for f, values in factors(runs).items()
         ),
         "seeds: "
@@ -124,7 +124,7 @@ def effect_blocks(runs: pd.DataFrame) -> list:
         (
             "p",
             "Differences in accuracy points between runs that share every setting and "
-            "the seed (so the same data order) and differ only in model.norm. CI: "
+            "the seed (so the same data order) and differ only in the norm. CI: "
             f"t-interval; a percentile bootstrap (10,000 resamples) instead when n >= "
             f"{BOOTSTRAP_MIN_N} and the differences are skewed. p: two-sided test of "
             "zero mean difference; Holm-adjusted across every row of this table.",

@@ -15,6 +15,7 @@ import pandas as pd
 from bnbench.analysis.columns import factors
 from bnbench.analysis.run_stats import effects, summarize, train_accuracy
 from bnbench.analysis.stats import fmt_p, holm
+from bnbench.analysis.words import key_text
 from bnbench.report.style import fmt_value, norm_label, norms_in
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
@@ -55,7 +56,15 @@ def headline_table(runs: pd.DataFrame) -> Table:
     gap = runs[train] - runs["test_acc"]
     table = summarize(runs.assign(gap=gap), metrics, by=["model.norm", *facs])
     gap_column = f"train - test (pts; {train_label})"
-    columns = ["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)", gap_column]
+    columns = [
+        "norm",
+        *map(key_text, facs),
+        "n",
+        "diverged",
+        "val acc (%)",
+        "test acc (%)",
+        gap_column,
+    ]
     out = Table(columns)
     for norm in norms_in(runs):
         for _, r in table[table["model.norm"].eq(norm)].iterrows():
@@ -81,7 +90,7 @@ def effect_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 def effect_table(runs: pd.DataFrame, frame: pd.DataFrame) -> Table:
     facs = list(factors(runs))
-    columns = ["comparison", *facs, "metric", "n pairs", "difference (pts) [95% CI]"]
+    columns = ["comparison", *map(key_text, facs), "metric", "n pairs", "difference (pts) [95% CI]"]
     out = Table([*columns, "CI method", "p", "p (Holm)", "diverged (arm / none)"])
     for _, r in frame.iterrows():
         out.rows.append(

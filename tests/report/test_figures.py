@@ -170,3 +170,27 @@ def test_convergence_draws_the_loss_per_optimizer_step_where_steps_csv_has_it():
     # one logged step per run is a point, not a curve: the loss stays per epoch, visible
     one = plot_convergence(runs, curves, steps[steps["step"].eq(80)]).axes[0]
     assert one.get_xlabel() == "epoch" and list(one.lines[0].get_xdata()) == [1, 2]
+
+
+def test_each_key_is_shown_in_words_of_its_own_never_as_the_raw_key():
+    """Claim 10's sweep: dropout rate and position are two settings, and a swept key without
+    a figure of its own (head dropout) is titled, labelled and tabled in words."""
+    from test_report import fake_runs
+
+    from bnbench.analysis.words import KEY_WORDS, key_text
+    from bnbench.report.figures import figure_specs
+    from bnbench.report.tables import headline_table
+
+    assert len(set(KEY_WORDS.values())) == len(KEY_WORDS)
+    assert key_text("model.dropout") != key_text("model.dropout_position")
+    runs, curves = fake_runs(**{"model.head_dropout": [0.0, 0.2], "model.dropout": [0.0, 0.1]})
+    specs = {
+        name: (title, caption, build) for name, title, caption, build in figure_specs(runs, curves)
+    }
+    title, caption, build = specs["factor_model_head_dropout"]
+    assert title == "Sensitivity to head dropout" and "model." not in caption
+    fig = build()
+    shown = [fig.get_suptitle(), *(t for ax in fig.axes for t in (ax.get_title(), ax.get_xlabel()))]
+    assert not [text for text in shown if "model." in text]
+    assert "head dropout" in headline_table(runs).columns
+    assert not [c for c in headline_table(runs).columns if "model." in c]

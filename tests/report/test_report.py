@@ -68,7 +68,7 @@ def test_report_writes_tables_figures_and_both_reports(copy: Path):
 
     markdown = (copy / "REPORT.md").read_text()
     for text in (
-        "optim.lr: 0.01, 0.1",
+        "LR (optim.lr): 0.01, 0.1",
         "Headline: accuracy by norm and setting",
         "train - test (pts; train-mode accuracy over the last epoch)",
         "batch - none",
