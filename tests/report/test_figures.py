@@ -194,3 +194,55 @@ def test_each_key_is_shown_in_words_of_its_own_never_as_the_raw_key():
     assert not [text for text in shown if "model." in text]
     assert "head dropout" in headline_table(runs).columns
     assert not [c for c in headline_table(runs).columns if "model." in c]
+
+
+def outside(fig: Figure) -> list[float]:
+    """How far (inches) what the figure draws reaches beyond its left, bottom, right and top
+    edges, laid out as it is saved: what is there is cut off in the file. Empty if nothing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    reach = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
+    return reach if max(reach) > 0.01 else []
+
+
+def test_a_wide_design_is_laid_out_in_rows_at_full_size_with_every_text_inside():
+    """Claim 10's design (27 configurations, 9 LR panels, long panel and legend labels): no
+    figure is shrunk to fit MAX_PX (which would shrink its text too), nothing is cut off at
+    the edges, and the configurations' labels do not overlap."""
+    from test_report import fake_runs
+
+    from bnbench.report.figures import figure_specs
+    from bnbench.report.style import DPI, figure_dpi
+
+    grid = {"model.dropout": [0.0, 0.05, 0.1], "model.head_dropout": [0.0, 0.2, 0.5]}
+    runs, curves = fake_runs(**grid, **{"optim.lr": [0.01, 0.1, 1.0]})
+    runs["model.dropout_position"] = np.where(runs["model.dropout"].gt(0), "after_norm", "none")
+    runs["model.ghost_batch_size"] = np.where(runs["seed"].ge(0), 8.0, np.nan)
+    for name, _, _, build in figure_specs(runs, curves):
+        fig = build()
+        assert figure_dpi(fig) == DPI, (name, fig.get_size_inches())
+        assert not outside(fig), (name, outside(fig))
+    from bnbench.report.plots import plot_generalization
+
+    fig = plot_generalization(runs)
+    outside(fig)  # lays it out
+    renderer = fig.canvas.get_renderer()
+    labels = [t.get_window_extent(renderer) for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == 27
+    assert not any(a.overlaps(b) for a, b in zip(labels, labels[1:], strict=False))
+
+
+def test_a_legend_with_long_labels_fits_inside_its_figure():
+    from matplotlib.lines import Line2D
+
+    from bnbench.report.style import outside_legend
+
+    long = "BN (batch) at ghost batch: 8, block dropout rate: 0, head dropout: 0, LR: 0.1"
+    for labels in ([long, long.replace("BN (batch)", "no norm (none)")], [long * 3], ["a", "b"]):
+        fig = Figure(figsize=(7, 4), layout="constrained")
+        fig.subplots().plot([0, 1], [0, 1])
+        outside_legend(fig, [Line2D([], [], label=label) for label in labels], diverged=True)
+        assert not outside(fig), labels
