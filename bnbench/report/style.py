@@ -58,6 +58,7 @@ METRIC_LABELS = {
     "train_acc": "final train accuracy",
     "val_acc": "final validation accuracy",
     "test_acc": "final test accuracy",
+    "train_loss": "final train loss",
 }
 
 

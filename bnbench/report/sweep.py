@@ -27,7 +27,7 @@ from bnbench.claims.display import HEADER, primary_row, secondary_rows
 from bnbench.claims.registry import article_title, claims_of
 from bnbench.claims.verdict import verdict
 from bnbench.config.machine import available_cores
-from bnbench.report.figures import make_figures
+from bnbench.report.figures import make_figures, primary_choice
 from bnbench.report.plots_claim import plot_claim
 from bnbench.report.render import Link, write_reports
 from bnbench.report.result import NoRunsError, ReportResult, moved
@@ -205,7 +205,8 @@ def write_sweep_report(
     workers = available_cores() if workers is None else workers
     steps = load_steps(results_dir)
     steps = steps[steps["run_id"].isin(agg.runs["run_id"])]
-    figures = make_figures(agg.runs, agg.curves, out / "figures", workers, steps)
+    choice = primary_choice(claims_of(source.name))  # a claim's sweep: the verdict's arms
+    figures = make_figures(agg.runs, agg.curves, out / "figures", workers, steps, choice)
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, source.resolve().name)
     mixed = [*agg.mixed, *other_settings(agg.runs, source)]

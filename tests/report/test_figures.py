@@ -144,12 +144,42 @@ def test_convergence_compares_what_differs_between_the_arms():
         "BN placement: pre",
         "BN placement: post",
     ]
-    assert all(" at LR: " in label for label in labels[:2])
+    # each arm's LR in its label, or where the arms share it, once in the title
+    shared = "LR: " in fig.get_suptitle()
+    assert all((" at LR: " in label) != shared for label in labels[:2])
     assert len(fig.axes[0].lines) == 2 and "each BN placement" in fig.get_suptitle()
     runs, curves = fake_runs(**{"optim.lr": [0.01, 0.1]})  # the norms differ: they are the arms
     fig = plot_convergence(runs, curves)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels[0].startswith("BN (batch) at LR: ") and "each norm" in fig.get_suptitle()
+    assert labels[0].startswith("BN (batch)") and "each norm" in fig.get_suptitle()
+
+
+def test_convergence_shows_the_runs_a_claims_primary_compares_at_the_lr_it_chose():
+    """Claim 1 chooses each arm's LR on final train loss: the figure shows that LR, where
+    validation accuracy (the figure's own rule elsewhere) would choose the other one."""
+    from test_report import fake_runs
+
+    from bnbench.claims.registry import get_claim
+    from bnbench.report.figures import figure_specs, primary_choice
+    from bnbench.report.plots_convergence import plot_convergence
+
+    runs, curves = fake_runs(**{"optim.lr": [0.01, 0.1]})
+    low = runs["optim.lr"].eq(0.01)
+    runs["val_acc"] = np.where(low, 0.6, 0.8)  # best on validation: 0.1 for both arms
+    bn = runs["model.norm"].eq("batch")
+    runs["train_loss"] = np.where(low == bn, 0.2, 0.5)  # best on train loss: BN 0.01, none 0.1
+    choice = primary_choice([get_claim("faster-convergence")])
+    fig = plot_convergence(runs, curves, choice=choice)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()][:2]
+    assert labels == ["BN (batch) at LR: 0.01", "no norm (none) at LR: 0.1"]
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "claim 1's primary measure, each at its best LR (chosen on final train loss" in title
+    caption = {name: caption for name, _, caption, _ in figure_specs(runs, curves, None, choice)}
+    assert "claim 1's primary measure" in caption["convergence"]
+    default = [t.get_text() for t in plot_convergence(runs, curves).legends[0].get_texts()]
+    assert default[:2] == ["BN (batch)", "no norm (none)"]  # both at 0.1: said in the title
+    # measures that do not take each arm at its best LR, or pool it, leave the figure's own
+    assert primary_choice([get_claim("higher-lr"), get_claim("placement")]) is None
 
 
 def test_convergence_draws_the_loss_per_optimizer_step_where_steps_csv_has_it():
