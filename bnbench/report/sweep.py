@@ -124,10 +124,11 @@ def effect_blocks(runs: pd.DataFrame) -> list:
         (
             "p",
             "Differences in accuracy points between runs that share every setting and "
-            "the seed (so the same data order) and differ only in the norm. CI: "
-            f"t-interval; a percentile bootstrap (10,000 resamples) instead when n >= "
-            f"{BOOTSTRAP_MIN_N} and the differences are skewed. p: two-sided test of "
-            "zero mean difference; Holm-adjusted across every row of this table.",
+            "the seed (so the same data order) and differ only in the norm. CI and p "
+            "(column 'test'): t-interval and t-test; a percentile bootstrap (10,000 "
+            f"resamples) instead when n >= {BOOTSTRAP_MIN_N} and the differences are skewed. "
+            "p: two-sided, of zero mean difference (not the exact sign-flip test of a "
+            "claim's verdict); Holm-adjusted across every row of this table.",
         ),
     ]
 
