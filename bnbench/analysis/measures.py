@@ -30,6 +30,7 @@ from bnbench.analysis.pairing import (
     arms_cell,
     arms_text,
     best_setting,
+    chosen_arms,
     in_arm,
     named,
     pair,
@@ -98,9 +99,8 @@ def steps_to_target(
     training steps, evaluation and setup left out, over its steps; log2 seconds)."""
     evals = read_run_csvs(sweep, runs, EVALS_FILE)
     budget = evals["step"].max()  # the completed runs' last step: the sweep's step budget
-    arms, chosen = {}, {}
-    for name, arm in (("treatment", treatment), ("control", control)):
-        chosen[name] = best_setting(runs[in_arm(runs, arm)], list(over), select)
+    arms = {}
+    chosen = chosen_arms(runs, {"treatment": treatment, "control": control}, list(over), select)
     margin_rule = target is None
     if margin_rule:  # TEMPORARY (protocol v2): the weaker arm's final val accuracy - margin
         target = min(100 * scored(a, "val_acc").mean() for a in chosen.values()) - margin
@@ -297,6 +297,17 @@ def test_time(
     frame = pd.DataFrame({"cell": cell, "seed": member["seed"], "diff": values})
     return frame.groupby(["cell", "seed"], as_index=False)["diff"].mean()
 
+
+# The measures that take each arm at its best `over` setting (pairing.chosen_arms) and then
+# compare the runs chosen: where a claim's primary is one of them (not split by `by` or
+# pooled), the convergence figure shows these very runs.
+AT_BEST = (
+    "final_metric",
+    "generalization_gap",
+    "steps_to_target",
+    "probe_mean",
+    "percentile_drift",
+)
 
 MEASURES: dict[str, Callable[..., pd.DataFrame]] = {
     f.__name__: f

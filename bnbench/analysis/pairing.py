@@ -50,6 +50,12 @@ def best_setting(runs: pd.DataFrame, over: list[str], select: str = "val_acc") -
     return runs[mask]
 
 
+def chosen_arms(runs: pd.DataFrame, arms: dict, over: list[str], select: str) -> dict:
+    """{name: the arm's runs at its own best `over` setting}: how every measure that takes
+    each arm at its best setting chooses it, and the convergence figure shows what it chose."""
+    return {name: best_setting(runs[in_arm(runs, arm)], over, select) for name, arm in arms.items()}
+
+
 def selection_score(runs: pd.DataFrame, select: str) -> pd.Series:
     """What best_setting maximizes: an accuracy, or minus a loss (-inf where diverged)."""
     if select.endswith("loss"):
@@ -122,10 +128,8 @@ def paired_at_best(runs, values, treatment, control, over, select, cell, keys=No
     """Each arm at its own best `over` setting, then paired by seed; the cell names the arms
     by what differs (arms_label; of `keys`, by default every key the arms name)."""
     keys = arm_keys(treatment, control) if keys is None else keys
-    chosen, arms = {}, {}
-    for name, arm in (("treatment", treatment), ("control", control)):
-        chosen[name] = best_setting(runs[in_arm(runs, arm)], over, select)
-        arms[name] = per_seed(chosen[name], values[chosen[name].index])
+    chosen = chosen_arms(runs, {"treatment": treatment, "control": control}, over, select)
+    arms = {name: per_seed(member, values[member.index]) for name, member in chosen.items()}
     label = named(cell, chosen["treatment"], chosen["control"], keys, over)
     return pair(arms["treatment"], arms["control"], label)
 

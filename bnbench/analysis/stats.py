@@ -17,8 +17,6 @@ Rules, stated once:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import stats as sps
 
@@ -27,14 +25,6 @@ BOOTSTRAP_MIN_N = 10  # below this, the t-interval is the honest choice
 SKEW_LIMIT = 1.0
 N_RESAMPLES = 10_000
 RNG_SEED = 0
-
-
-def fmt_p(p: float | None) -> str:
-    """A p-value as every table shows it: two significant digits (exact p of a few seeds is
-    a multiple of 1/2^n), '-' where there is none."""
-    if p is None or math.isnan(p):
-        return "-"
-    return f"{p:.2g}" if p >= 0.001 else f"{p:.0e}"
 
 
 # --- one sample ----------------------------------------------------------------------------

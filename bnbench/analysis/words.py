@@ -1,6 +1,7 @@
 """Config keys and values in words, as every table, verdict cell and figure names them: a
-key by what it is ("BN placement", not model.placement), a value as a reader says it (yes/no,
-not True/False; "none" for a setting that does not apply)."""
+key by what it is ("BN placement", not model.placement), each key in words of its own (two
+keys read alike would make two settings one), a value as a reader says it (yes/no, not
+True/False; "none" for a setting that does not apply)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ KEY_WORDS = {
     "model.init": "init",
     "model.init_scale": "init scale",
     "model.depth": "convs per stage",
-    "model.dropout": "block dropout",
-    "model.dropout_position": "block dropout",
+    "model.dropout": "block dropout rate",
+    "model.dropout_position": "block dropout position",
     "model.dropout_kind": "dropout kind",
     "model.head_dropout": "head dropout",
     "model.head_norm": "head BN",

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import math
 
-from bnbench.analysis.stats import ALPHA, fmt_p, within_delta
+from bnbench.analysis.formats import fmt_p, quantity, signed_alike
+from bnbench.analysis.stats import ALPHA, within_delta
 from bnbench.claims.preregistration import Kind, seed_range
 from bnbench.claims.registry import Claim
 
-HEADER = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
-
-
-def signed(value: float) -> str:
-    return "nan" if value is None or math.isnan(value) else f"{value:+.3g}"
+# A verdict's p is the exact sign-flip test's; a sweep's paired-effect table gives another
+# test's, so each header names its test.
+P_EXACT = "p (exact sign-flip)"
+HEADER = [
+    "measure",
+    "effect [95% CI]",
+    "n",
+    P_EXACT,
+    "p (exact sign-flip, Holm)",
+    "delta",
+    "outcome",
+]
 
 
 def outcome_text(outcome: str, n: int, lo90: float, hi90: float, delta: float) -> str:
@@ -27,8 +35,9 @@ def outcome_text(outcome: str, n: int, lo90: float, hi90: float, delta: float) -
 
 
 def effect_text(mean: float, lo: float, hi: float, unit: str) -> str:
-    """'+2.49 [-2.94, +7.92] points': the effect in its own unit."""
-    return f"{signed(mean)} [{signed(lo)}, {signed(hi)}] {unit}"
+    """'+2.49 [-2.94, +7.92] points': the effect in its own unit, its CI at its decimals."""
+    mean, lo, hi = signed_alike(mean, lo, hi)
+    return f"{mean} [{lo}, {hi}] {unit}"
 
 
 def primary_row(result) -> list[str]:
@@ -84,11 +93,20 @@ def index_row(result) -> list[str]:
         effect_text(p["mean"], p["lo"], p["hi"], p["unit"]),
         str(p["n"]),
         fmt_p(p["p"]),
-        f"{p['delta']:g} {p['unit']}",
+        quantity(p["delta"], p["unit"]),
     ]
 
 
-INDEX_HEADER = ["claim", "outcome", "kind", "primary measure", "effect [95% CI]", "n", "p", "delta"]
+INDEX_HEADER = [
+    "claim",
+    "outcome",
+    "kind",
+    "primary measure",
+    "effect [95% CI]",
+    "n",
+    P_EXACT,
+    "delta",
+]
 
 
 def is_preview(primary: dict) -> bool:
@@ -107,10 +125,11 @@ def preview_direction(claim: Claim, mean: float) -> str:
 def describe(claim: Claim, primary: dict) -> str:
     """The outcome in one or two sentences, no stronger than the data."""
     unit, delta = primary["unit"], primary["delta"]
+    mean, lo, hi = signed_alike(primary["mean"], primary["lo"], primary["hi"])
+    lo90, hi90 = signed_alike(primary["lo90"], primary["hi90"])
     effect = (
-        f"{primary['cell']}: {signed(primary['mean'])} {unit} "
-        f"[95% CI {signed(primary['lo'])}, {signed(primary['hi'])}], n={primary['n']}, "
-        f"exact p={fmt_p(primary['p'])}{p_floor(primary)}, delta={delta:g} {unit}"
+        f"{primary['cell']}: {mean} {unit} [95% CI {lo}, {hi}], n={primary['n']}, "
+        f"exact p={fmt_p(primary['p'])}{p_floor(primary)}, delta={quantity(delta, unit)}"
     )
     outcome = primary["outcome"]
     if is_preview(primary):
@@ -122,15 +141,16 @@ def describe(claim: Claim, primary: dict) -> str:
         )
     if outcome == "no effect":
         return (
-            f"NO EFFECT larger than {delta:g} {unit} (90% CI "
-            f"{signed(primary['lo90'])}, {signed(primary['hi90'])} inside +-{delta:g}): {effect}."
+            f"NO EFFECT larger than {quantity(delta, unit)} (90% CI "
+            f"{lo90}, {hi90} inside +-{delta:g}): {effect}."
         )
     if outcome == "inconclusive":
-        needed = f"detecting {delta:g} {unit} would take about {_count(primary['seeds_for_delta'])}"
+        needed = f"detecting {quantity(delta, unit)} would take about "
+        needed += _count(primary["seeds_for_delta"])
         if math.isinf(primary["mde"]):
             power = (
                 f"At n={primary['n']} the exact test cannot reach p < {ALPHA} whatever the "
-                f"effect (its smallest p is {2 / 2 ** primary['n']:.3g}); {needed} seeds."
+                f"effect (its smallest p is {fmt_p(2 / 2 ** primary['n'])}); {needed} seeds."
             )
         else:
             power = (
@@ -141,11 +161,11 @@ def describe(claim: Claim, primary: dict) -> str:
     # Significant, and also equivalent: smaller than any effect of interest.
     if within_delta(primary["n"], primary["lo90"], primary["hi90"], delta):
         size = (
-            f" Its 90% CI [{signed(primary['lo90'])}, {signed(primary['hi90'])}] lies inside "
-            f"+-{delta:g} {unit}: no effect larger than delta either."
+            f" Its 90% CI [{lo90}, {hi90}] lies inside "
+            f"+-{quantity(delta, unit)}: no effect larger than delta either."
         )
     elif abs(primary["mean"]) < delta:
-        size = f" The effect is smaller than delta ({delta:g} {unit})."
+        size = f" The effect is smaller than delta ({quantity(delta, unit)})."
     else:
         size = ""
     return f"{outcome.upper()} (claimed: {claim.primary.direction}): {effect}.{size}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from bnbench.analysis.formats import quantity
 from bnbench.cli.completion import complete_claim
 from bnbench.cli.terminal import (
     console,
@@ -114,7 +115,10 @@ def claims_show(name: str = CLAIM_NAME, config_dir: str = CONFIG_DIR) -> None:
         ("source", f"{article_title(claim.source)} (docs/articles.md)"),
         ("sweep", f"experiment/{claim.experiment}.yaml in the config search path"),
         *[("+ cells", f"experiment/{e}.yaml (not under quick)") for e in claim.extra_cells],
-        ("primary", f"{p.label}: {_arms(p)}; claimed {p.direction}, delta {p.delta:g} {p.unit}"),
+        (
+            "primary",
+            f"{p.label}: {_arms(p)}; claimed {p.direction}, delta {quantity(p.delta, p.unit)}",
+        ),
         ("why", claim.why),
         *[("secondary", f"{m.label} [{m.unit}]") for m in claim.secondary],
         ("anchor", claim.anchor),
@@ -167,7 +171,7 @@ def claims_verdict(
     ),
     config_dir: str = CONFIG_DIR,
 ) -> None:
-    from bnbench.claims.display import primary_row, secondary_rows
+    from bnbench.claims.display import HEADER, primary_row, secondary_rows
     from bnbench.claims.verdict import verdict
     from bnbench.claims.verdict_table import verdict_json
 
@@ -188,8 +192,7 @@ def claims_verdict(
         f"runs in {Path(results_dir) / claim.experiment})"
     )
     table = Table(title=title)
-    columns = ["measure", "effect [95% CI]", "n", "p", "p (Holm)", "delta", "outcome"]
-    for column in columns:
+    for column in HEADER:  # as the reports head it
         table.add_column(column)
     table.add_row(*primary_row(result))
     for row in secondary_rows(result):

@@ -4,6 +4,7 @@ one figure per swept factor (bnbench.report.plots draws each), shared out over w
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from bnbench.analysis.columns import factors, sorted_values
+from bnbench.analysis.measures import AT_BEST, MEASURES
+from bnbench.analysis.words import key_text
 from bnbench.report.plots import (
     factor_figure,
     factor_panels,
@@ -18,25 +21,37 @@ from bnbench.report.plots import (
     plot_factor,
     plot_generalization,
 )
-from bnbench.report.plots_convergence import plot_convergence
-from bnbench.report.style import FigureFile, any_diverged, determined, is_numeric, panels, save
+from bnbench.report.plots_convergence import ArmChoice, default_choice, plot_convergence
+from bnbench.report.style import (
+    METRIC_LABELS,
+    FigureFile,
+    any_diverged,
+    determined,
+    is_numeric,
+    panels,
+    save,
+)
 
 
 def figure_specs(
-    runs: pd.DataFrame, curves: pd.DataFrame, steps: pd.DataFrame | None = None
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    steps: pd.DataFrame | None = None,
+    choice: ArmChoice | None = None,
 ) -> list[tuple[str, str, str, object]]:
     """(name, title, caption, builder) for every figure this sweep calls for; steps: the runs'
-    steps.csv rows, for the convergence figure's loss per optimizer step."""
+    steps.csv rows, for the convergence figure's loss per optimizer step; choice: the arms
+    it compares (primary_choice, for a claim's sweep), else each norm at its best."""
     diverged = " An x marks a diverged run, at chance accuracy." if any_diverged(runs) else ""
+    what = (choice or default_choice(runs)).what
     specs = [
         (
             "convergence",
             "Convergence",
             "Train loss (per optimizer step where the runs logged steps) and validation "
             "accuracy per epoch (top) and against cumulative wall-clock seconds (bottom), mean "
-            "over seeds with 95% CI bands, each arm (each norm, or each value of the factor "
-            "the arms differ in) at its best configuration by validation accuracy." + diverged,
-            lambda: plot_convergence(runs, curves, steps),
+            f"over seeds with 95% CI bands: {what}." + diverged,
+            lambda: plot_convergence(runs, curves, steps, choice),
         ),
         (
             "generalization",
@@ -62,11 +77,33 @@ def figure_specs(
             caption += "half-width and n; diverged runs count at chance."
             specs.append((name, title, caption, lambda: plot_dropout(runs)))
             continue
-        caption = f"Final validation accuracy against {factor} for each norm, mean over seeds "
+        caption = (
+            f"Final validation accuracy against {key_text(factor)} for each norm, mean over seeds "
+        )
         numeric = is_numeric(sorted_values(runs[factor]))
         caption += "with 95% CI" + ("." if numeric else "; each seed a hollow point.")
         specs.append((name, title, caption + diverged, lambda f=factor: plot_factor(runs, f)))
     return specs
+
+
+def primary_choice(claims: list) -> ArmChoice | None:
+    """The arms of the first claim's primary measure that takes each arm at its best
+    setting (measures.AT_BEST, neither split nor pooled), with its `over` and `select`: the
+    convergence figure then shows the very runs the verdict compares. None without one."""
+    for claim in sorted(claims, key=lambda c: c.number):
+        measure, args = claim.primary, claim.primary.args
+        if measure.measure not in AT_BEST or args.get("by") or args.get("pool"):
+            continue
+        default = inspect.signature(MEASURES[measure.measure]).parameters["select"].default
+        over, select = tuple(args.get("over", ())), args.get("select", default)
+        what = f"the arms of claim {claim.number}'s primary measure"
+        if over:
+            keys = " and ".join(key_text(k) for k in over)
+            chosen_on = METRIC_LABELS.get(select, select)
+            what += f", each at its best {keys} (chosen on {chosen_on}, as that measure does)"
+        arms = {"treatment": measure.treatment, "control": measure.control}
+        return ArmChoice(arms, over, select, what)
+    return None
 
 
 def dense(runs: pd.DataFrame, factor: str) -> bool:
@@ -85,22 +122,24 @@ def make_figures(
     directory: Path,
     workers: int = 1,
     steps: pd.DataFrame | None = None,
+    choice: ArmChoice | None = None,
 ) -> list[FigureFile]:
     """Draw and save every figure the sweep calls for into directory (PNG and SVG), shared
     out over `workers` processes (this one draws its share too): drawing is most of a
     report's time, and a sweep reported alone would leave the other cores idle."""
-    specs = figure_specs(runs, curves, steps)
+    specs = figure_specs(runs, curves, steps, choice)
     names = [name for name, *_ in specs]
     shares = [names[i::workers] for i in range(min(workers, len(names)))]
     if len(shares) < 2:
-        draw_figures(runs, curves, directory, names, steps)
+        draw_figures(runs, curves, directory, names, steps, choice)
     else:
         context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
         with ProcessPoolExecutor(len(shares) - 1, mp_context=context) as pool:
             others = [
-                pool.submit(draw_figures, runs, curves, directory, s, steps) for s in shares[1:]
+                pool.submit(draw_figures, runs, curves, directory, s, steps, choice)
+                for s in shares[1:]
             ]
-            draw_figures(runs, curves, directory, shares[0], steps)
+            draw_figures(runs, curves, directory, shares[0], steps, choice)
             for future in others:
                 future.result()
     return [
@@ -109,9 +148,9 @@ def make_figures(
     ]
 
 
-def draw_figures(runs, curves, directory: Path, names: list[str], steps=None):
+def draw_figures(runs, curves, directory: Path, names: list[str], steps=None, choice=None):
     """Draw and save the named figures of figure_specs (a worker process rebuilds the specs:
     their builders do not pickle)."""
-    for name, _, _, build in figure_specs(runs, curves, steps):
+    for name, _, _, build in figure_specs(runs, curves, steps, choice):
         if name in names:
             save(build(), directory / f"{name}.png", directory / f"{name}.svg")

@@ -25,11 +25,15 @@ from matplotlib.ticker import NullFormatter
 
 from bnbench.analysis.columns import factors, scored, sorted_values
 from bnbench.analysis.run_stats import summarize, train_accuracy
+from bnbench.analysis.words import key_text
 from bnbench.report.style import (
+    CHAR_EM,
+    MAX_INCHES,
     METRIC_LABELS,
     any_diverged,
     cell_label,
     chance_line,
+    fit_title,
     fmt_value,
     grid,
     half_errors,
@@ -43,6 +47,7 @@ from bnbench.report.style import (
     outside_legend,
     panels,
     percent,
+    wrap_text,
 )
 
 # factor -> (file name, title, x-axis label)
@@ -69,7 +74,9 @@ LOG_BASE = {"optim.lr": 10, "model.init_scale": 10, "train.batch_size": 2}
 
 
 def plot_generalization(runs: pd.DataFrame) -> Figure:
-    """Final train and test accuracy (left) and their gap (right) per configuration."""
+    """Final train and test accuracy (left) and their gap (right) per configuration, one
+    row each: a configuration's label reads across, and thirty of them still fit at full
+    size, where thirty tilted labels side by side would not."""
     facs = list(factors(runs))
     train, train_label = train_accuracy(runs)
     table = summarize(
@@ -80,35 +87,33 @@ def plot_generalization(runs: pd.DataFrame) -> Figure:
     rows = table[facs].itertuples(index=False)
     table["cell"] = [cell_label(facs, tuple(r)) if facs else "all runs" for r in rows]
     labels = list(table.sort_values(facs)["cell"].unique()) if facs else ["all runs"]
-    table["x"] = table["cell"].map({label: i for i, label in enumerate(labels)})
+    table["y"] = table["cell"].map({label: len(labels) - 1 - i for i, label in enumerate(labels)})
+    labels = [wrap_text(label, GEN_LABEL_CHARS) for label in labels]
 
-    fig = Figure(figsize=(max(9.0, 1.1 * len(labels) + 6), 4.8), layout="constrained")
-    acc_ax, gap_ax = fig.subplots(1, 2)
+    fig = Figure(figsize=generalization_size(labels), layout="constrained")
+    acc_ax, gap_ax = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
     norms = norms_in(runs)
     for k, norm in enumerate(norms):
         t = table[table["model.norm"].eq(norm)]
-        x = t["x"] + (k - (len(norms) - 1) / 2) * 0.7 / len(norms)
+        y = t["y"] - (k - (len(norms) - 1) / 2) * 0.6 / len(norms)  # the first norm on top
         color, marker = norm_color(norm), norm_marker(norm)
-        # train just left of test, so neither hides the other
-        for metric, face, shift in [(train, "white", -0.06), ("test_acc", color, 0.06)]:
+        # train just above test, so neither hides the other
+        for metric, face, shift in [(train, "white", 0.06), ("test_acc", color, -0.06)]:
             mean, lo, hi = t[f"{metric}_mean"], t[f"{metric}_lo"], t[f"{metric}_hi"]
             err = half_errors(mean, lo, hi)
             acc_ax.errorbar(
-                x + shift, percent(mean), yerr=err, fmt=marker, color=color, mfc=face, capsize=3
+                percent(mean), y + shift, xerr=err, fmt=marker, color=color, mfc=face, capsize=2
             )
         err = half_errors(t["gap_mean"], t["gap_lo"], t["gap_hi"], low=-1)
-        gap_ax.errorbar(x, percent(t["gap_mean"], -1), yerr=err, fmt=marker, color=color, capsize=3)
-    for ax in (acc_ax, gap_ax):
-        tilt = {"rotation": 30, "ha": "right"} if len(labels) > 3 else {}
-        ax.set_xticks(range(len(labels)), labels, **tilt)
-        ax.set_xlim(-0.6, len(labels) - 0.4)
-        ax.set_xlabel("configuration")
-    acc_ax.set_ylabel("final accuracy (%)")
+        gap_ax.errorbar(percent(t["gap_mean"], -1), y, xerr=err, fmt=marker, color=color, capsize=2)
+    acc_ax.set_yticks(range(len(labels))[::-1], labels, fontsize=GEN_LABEL_FONT)
+    acc_ax.set_ylim(-0.6, len(labels) - 0.4)
+    acc_ax.set_xlabel("final accuracy (%)")
     acc_ax.set_title(f"train (hollow; {train_label}) and test (filled)", fontsize=9)
-    chance = chance_line(acc_ax, runs)
-    gap_ax.set_ylabel("train - test accuracy (percentage points)")
+    chance = chance_line(acc_ax, runs, axis="x")
+    gap_ax.set_xlabel("train - test accuracy (percentage points)")
     gap_ax.set_title("generalization gap (diverged runs have none)", fontsize=9)
-    gap_ax.axhline(0, color="0.5", lw=0.8)
+    gap_ax.axvline(0, color="0.5", lw=0.8)
     fig.suptitle("Generalization per configuration\nmean over seeds, 95% CI")
     handles = norm_handles(norms) + [
         Line2D([], [], ls="none", marker="o", mfc="white", color="0.3", label="train accuracy"),
@@ -116,6 +121,21 @@ def plot_generalization(runs: pd.DataFrame) -> Figure:
     ]
     outside_legend(fig, handles, diverged=False, chance=chance)
     return fig
+
+
+GEN_LABEL_FONT = 8  # points: a configuration's label on the y axis
+GEN_LABEL_CHARS = 60  # a longer label wraps after a comma
+
+
+def generalization_size(labels: list[str]) -> tuple[float, float]:
+    """Inches: room for the widest label beside two panels, a row per configuration tall
+    enough for its lines, within MAX_INCHES (rows get tighter, the text never smaller)."""
+    lines = max(label.count("\n") + 1 for label in labels)
+    line = 1.25 * GEN_LABEL_FONT / 72
+    row = max(0.3, lines * line + 0.1)
+    longest = max(len(part) for label in labels for part in label.split("\n"))
+    width = min(MAX_INCHES[0], 7.5 + longest * CHAR_EM * GEN_LABEL_FONT / 72)
+    return width, min(MAX_INCHES[1], 2.4 + row * len(labels))
 
 
 # --- one swept factor ----------------------------------------------------------------------
@@ -135,8 +155,8 @@ def plot_factor(runs: pd.DataFrame, factor: str, metric: str = "val_acc") -> Fig
         else:
             _factor_points(ax, sub, factor, metric, values)
         chance.append(chance_line(ax, sub))
-        ax.set(title=cell, xlabel=x_label, ylabel=f"{METRIC_LABELS[metric]} (%)")
-        ax.title.set_fontsize(9)
+        ax.set(xlabel=x_label, ylabel=f"{METRIC_LABELS[metric]} (%)")
+        fit_title(ax, cell)
         if not is_numeric(values) and sum(len(fmt_value(v)) for v in values) > 40:
             ax.tick_params(axis="x", labelrotation=20)  # long category names would overlap
     fig.suptitle(f"{title}\nmean over seeds, 95% CI")
@@ -152,7 +172,8 @@ def factor_panels(runs: pd.DataFrame, factor: str) -> list[tuple[str, pd.DataFra
 
 def factor_figure(factor: str) -> tuple[str, str, str]:
     """(file name, title, x label) for a factor; a generic one for factors without their own."""
-    generic = (f"factor_{factor.replace('.', '_')}", f"Sensitivity to {factor}", factor)
+    words = key_text(factor)  # the reader sees words, the file name keeps the key
+    generic = (f"factor_{factor.replace('.', '_')}", f"Sensitivity to {words}", words)
     return FACTOR_FIGURES.get(factor, generic)
 
 
@@ -233,8 +254,8 @@ def plot_dropout(runs: pd.DataFrame, metric: str = "test_acc") -> Figure:
         image = ax.imshow(means, cmap="viridis", norm=shade, aspect="auto")
         ax.set_xticks(range(len(rates)), [fmt_value(r) for r in rates])
         ax.set_yticks(range(len(norms)), [norm_label(n) for n in norms])
-        ax.set(title=cell, xlabel="dropout rate in the conv blocks")
-        ax.title.set_fontsize(9)
+        ax.set_xlabel("dropout rate in the conv blocks")
+        fit_title(ax, cell)
     fig.colorbar(image, ax=axes, label=f"{METRIC_LABELS[metric]} (%)")
     fig.suptitle(f"Dropout x normalization: {METRIC_LABELS[metric]}\nmean over seeds")
     return fig

@@ -1,11 +1,16 @@
 """The convergence figure: train loss and validation accuracy over training, one line per
 arm, each at its best configuration (plot_convergence). The arms are what differs between
 the runs compared: the norms, or where every run has one norm, the first swept factor of
-ARM_FACTORS (claim 9: BN before or after the activation). Drawn in the conventions of
+ARM_FACTORS (claim 9: BN before or after the activation); in a claim's sweep, the arms of
+its primary measure (an ArmChoice). Either way each arm's setting is chosen by
+pairing.chosen_arms, the rule the measures use. Each line is named by what its arm differs
+in; what all arms share is said once, in the title. Drawn in the conventions of
 bnbench.report.style.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,20 +19,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from bnbench.analysis.columns import factors
-from bnbench.analysis.run_stats import mean_ci_by, summarize
-from bnbench.analysis.words import key_text
+from bnbench.analysis.columns import factors, sorted_values
+from bnbench.analysis.pairing import chosen_arms
+from bnbench.analysis.run_stats import mean_ci_by
+from bnbench.analysis.words import key_text, missing
 from bnbench.report.style import (
     any_diverged,
-    cell_label,
     chance_line,
     fmt_value,
     norm_color,
     norm_label,
     norm_marker,
+    norms_in,
     ordered_values,
     outside_legend,
     percent,
+    wrap_text,
 )
 
 # What a convergence figure's lines compare: the norms, or where every run shares one norm
@@ -44,48 +51,115 @@ ARM_FACTORS = (
 ARM_STYLES = [("#0072B2", "o"), ("#D55E00", "s"), ("#009E73", "^"), ("#CC79A7", "D")]
 
 
+@dataclass(frozen=True)
+class ArmChoice:
+    """The runs a convergence figure compares: each arm ({config key: value or values}) at
+    its best `over` setting chosen on `select`, by pairing.chosen_arms, the rule of every
+    measure that takes its arms at their best; `what` says which arms, in words."""
+
+    arms: dict
+    over: tuple
+    select: str
+    what: str
+
+
 def arm_factor(runs: pd.DataFrame) -> str:
     """The factor whose values are the arms a convergence figure compares."""
     varied = [f for f in ARM_FACTORS if f in runs and runs[f].nunique(dropna=False) > 1]
     return varied[0] if varied else "model.norm"
 
 
+def default_choice(runs: pd.DataFrame) -> ArmChoice:
+    """Each value of arm_factor (BN first, or in the factor's natural order) at its best
+    setting of the other factors, chosen on validation accuracy."""
+    arm = arm_factor(runs)
+    values = norms_in(runs) if arm == "model.norm" else ordered_values(runs, arm)
+    arms = {fmt_value(v): {arm: None if missing(v) else v} for v in values}
+    over = tuple(f for f in factors(runs) if f != arm)
+    what = f"each {key_text(arm)} at its best configuration (chosen on validation accuracy)"
+    return ArmChoice(arms, over, "val_acc", what)
+
+
+def compared_runs(runs: pd.DataFrame, choice: ArmChoice | None) -> tuple[dict, ArmChoice]:
+    """{arm: its chosen runs} (arms with none left out) and the choice made; a choice that
+    names keys the runs lack, or finds no runs, gives way to default_choice."""
+    for option in ([choice] if choice else []) + [default_choice(runs)]:
+        try:
+            chosen = chosen_arms(runs, option.arms, list(option.over), option.select)
+        except KeyError:
+            continue
+        members = {name: member for name, member in chosen.items() if len(member)}
+        if members:
+            return members, option
+    return {"all runs": runs}, default_choice(runs)
+
+
+def settings(runs: pd.DataFrame, members: dict) -> tuple[list[str], list[str]]:
+    """The swept keys (norm included; ARM_FACTORS first) in which the arms' runs differ, and
+    those in which they all share one value."""
+    swept = ["model.norm", *factors(runs)]
+    swept.sort(key=lambda c: ARM_FACTORS.index(c) if c in ARM_FACTORS else len(ARM_FACTORS))
+    first = next(iter(members.values()))
+    shared = [
+        c
+        for c in swept
+        if first[c].nunique(dropna=False) == 1
+        and len({values_text(m, c) for m in members.values()}) == 1
+    ]
+    return [c for c in swept if c not in shared], shared
+
+
+def values_text(runs: pd.DataFrame, key: str) -> str:
+    return " or ".join(fmt_value(v) for v in sorted_values(runs[key]))
+
+
+def arm_label(name: str, member: pd.DataFrame, differ: list[str]) -> str:
+    """An arm by the settings it differs from the others in: 'BN (batch) at LR: 0.1'; a
+    setting that does not apply to the arm (none) is left out, unless it is all there is
+    to tell the arm by ('ghost batch: none')."""
+    applies = [c for c in differ if not member[c].map(missing).all()] or differ
+    parts = [
+        norm_label(member[c].iloc[0])
+        if c == "model.norm" and member[c].nunique() == 1
+        else f"{key_text(c)}: {values_text(member, c)}"
+        for c in applies
+    ]
+    if not parts:
+        return name
+    return parts[0] + (f" at {', '.join(parts[1:])}" if parts[1:] else "")
+
+
 def plot_convergence(
-    runs: pd.DataFrame, curves: pd.DataFrame, steps: pd.DataFrame | None = None
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    steps: pd.DataFrame | None = None,
+    choice: ArmChoice | None = None,
 ) -> Figure:
     """Train loss and val accuracy vs epoch (top) and vs wall-clock seconds (bottom), each
-    arm (each norm, or each value of arm_factor where the norms do not differ) at its best
-    configuration by mean validation accuracy; with steps (steps.csv rows), the top loss
-    panel is per optimizer step."""
+    arm at the setting `choice` takes it at (default_choice without one: each norm, or
+    each value of arm_factor where the norms do not differ, at its best configuration by
+    mean validation accuracy); with steps (steps.csv rows), the top loss panel is per
+    optimizer step."""
     # per step only where there is a curve to draw: one logged step is a point, not a line
     per_step = steps is not None and not steps.empty and steps["step"].nunique() > 1
     fig = Figure(figsize=(10, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
-    arm = arm_factor(runs)
-    facs = [f for f in factors(runs) if f != arm]
     curves = curves.merge(runs[["run_id", "chance_acc"]], on="run_id", how="left")
-    table = summarize(runs, ["val_acc"], by=[arm, *facs])
-    best_rows = table.loc[table.groupby(arm, sort=True, dropna=False)["val_acc_mean"].idxmax()]
-    if arm != "model.norm":  # the arms in their natural order (pre before post)
-        order = [fmt_value(v) for v in ordered_values(runs, arm)]
-        best_rows = best_rows.sort_values(arm, key=lambda v: v.map(fmt_value).map(order.index))
+    members, choice = compared_runs(runs, choice)
+    differ, shared = settings(runs, members)
     handles = []
-    for k, (_, best) in enumerate(best_rows.iterrows()):
-        chosen = pd.Series(True, index=runs.index)
-        for f in [arm, *facs]:
-            chosen &= runs[f].map(fmt_value).eq(fmt_value(best[f]))
-        if arm == "model.norm":
-            color, marker = norm_color(best[arm]), norm_marker(best[arm])
-            label = norm_label(best[arm])
+    for k, (name, member) in enumerate(members.items()):
+        label = arm_label(name, member, differ)
+        if differ[:1] == ["model.norm"] and member["model.norm"].nunique() == 1:
+            norm = member["model.norm"].iloc[0]
+            color, marker = norm_color(norm), norm_marker(norm)
         else:
             color, marker = ARM_STYLES[k % len(ARM_STYLES)]
-            label = cell_label([arm], (best[arm],))
-        label += f" at {cell_label(facs, tuple(best[facs]))}" if facs else ""
         handles.append(Line2D([], [], color=color, marker=marker, label=label))
-        chosen_curves = curves[curves["run_id"].isin(runs.loc[chosen, "run_id"])]
+        chosen_curves = curves[curves["run_id"].isin(member["run_id"])]
         _convergence_lines(axes, chosen_curves, color, marker, epoch_loss=not per_step)
         if per_step:
-            chosen_steps = steps[steps["run_id"].isin(runs.loc[chosen, "run_id"])]
+            chosen_steps = steps[steps["run_id"].isin(member["run_id"])]
             _step_loss(axes[0, 0], chosen_steps, color)
     chance: list[bool] = []
     for row, x_label in enumerate(["epoch", "wall-clock time (s, cumulative train + eval)"]):
@@ -96,10 +170,20 @@ def plot_convergence(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if per_step:
         axes[0, 0].set_xlabel("optimizer step")
-    title = f"Convergence: each {key_text(arm)} at its best configuration"
-    fig.suptitle(f"{title}\nmean over seeds, 95% CI")
+    compared = pd.concat(members.values())
+    same = ", ".join(
+        f"{key_text(c)}: {values_text(compared, c)}"
+        for c in shared
+        if not compared[c].map(missing).all()  # a setting no arm has (no ghost batches)
+    )
+    title = [f"Convergence: {choice.what}", f"all at {same}" if same else ""]
+    title = [wrap_text(line, TITLE_CHARS) for line in title if line]
+    fig.suptitle("\n".join([*title, "mean over seeds, 95% CI"]))
     outside_legend(fig, handles, any_diverged(runs), any(chance))
     return fig
+
+
+TITLE_CHARS = 95  # a longer title line wraps
 
 
 def _step_loss(ax: Axes, steps: pd.DataFrame, color: str) -> None:

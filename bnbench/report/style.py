@@ -1,6 +1,7 @@
 """How every figure looks: one fixed colour, marker and label per norm, axis and metric
 labels, panel grids, one legend outside the axes, accuracies in % with clipped intervals, and
-how a figure is saved.
+how a figure is saved. Layouts fit MAX_PX at DPI (panels wrap into rows, long titles and
+legend labels onto lines) rather than being shrunk to fit, which would shrink their text.
 
 Conventions: accuracy in %, means over seeds with 95% t-CI bands or error bars, a diverged
 run drawn as an x at chance accuracy (where stats counts it), the Okabe-Ito colour-blind-safe
@@ -11,6 +12,7 @@ matplotlib's object API on the Agg canvas (no pyplot state), saved as 200 dpi PN
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,11 @@ from bnbench.store.files import atomic_file
 
 DPI = 200
 MAX_PX = (2400, 3000)  # no figure wider or taller than this at the dpi it is saved with
+# The figure size that fits MAX_PX at DPI: layouts stay within it (wrapping panels and
+# labels), so a figure is never shrunk to fit, which would shrink its text with it.
+MAX_INCHES = (MAX_PX[0] / DPI, MAX_PX[1] / DPI)
+LEGEND_FONT = 8  # points
+CHAR_EM = 0.58  # a generous mean character width of the sans font, in ems: fit estimates
 
 
 # Okabe & Ito (2008); a norm keeps its colour and marker in every figure.
@@ -51,6 +58,7 @@ METRIC_LABELS = {
     "train_acc": "final train accuracy",
     "val_acc": "final validation accuracy",
     "test_acc": "final test accuracy",
+    "train_loss": "final train loss",
 }
 
 
@@ -121,10 +129,15 @@ def determined(runs: pd.DataFrame, column: str, by: str | None) -> bool:
 
 
 def grid(n: int, width: float = 4.4, height: float = 3.4) -> tuple[Figure, list[Axes]]:
-    ncols = min(3, n)
+    """n panels of about width x height inches, at most 3 a row and as many rows as they
+    need, each made smaller (to 3/4 of its width at most, else one panel fewer a row) so
+    that the figure fits MAX_INCHES."""
+    extra = 0.8  # room for title and legend
+    ncols = max(1, min(3, n, int(MAX_INCHES[0] // (0.75 * width))))
     nrows = math.ceil(n / ncols)
-    size = (max(7.0, width * ncols), height * nrows + 0.8)  # room for title and legend
-    fig = Figure(figsize=size, layout="constrained")
+    width = min(width, MAX_INCHES[0] / ncols)
+    height = min(height, (MAX_INCHES[1] - extra) / nrows)
+    fig = Figure(figsize=(max(7.0, width * ncols), height * nrows + extra), layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -146,20 +159,65 @@ def outside_legend(fig: Figure, handles: list, diverged: bool, chance: bool = Tr
         ]
     if chance:
         handles = handles + [Line2D([], [], ls=":", color="0.5", label="chance accuracy")]
-    ncols = min(len(handles), 3)
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize=8)
+    labels = [h.get_label() for h in handles]
+    ncols, labels = legend_layout(labels, fig.get_figwidth())
+    for handle, label in zip(handles, labels, strict=True):
+        handle.set_label(label)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=ncols,
+        frameon=False,
+        fontsize=LEGEND_FONT,
+    )
 
 
-def chance_line(ax: Axes, runs: pd.DataFrame) -> bool:
-    """Chance accuracy as a dotted reference, where it lies within the data's y range; the
-    range stays fitted to the data (drawn after the data). Whether it was drawn."""
+def legend_layout(labels: list[str], width: float) -> tuple[int, list[str]]:
+    """Columns (3 at most) and labels, wrapped where even one column would not fit, for a
+    legend that fits `width` inches: a legend wider than its figure is cut at both edges."""
+    char = CHAR_EM * LEGEND_FONT / 72
+    entry = 4.5 * LEGEND_FONT / 72  # handle, the gap to the text and between columns
+    room = width - 0.3
+    for ncols in range(min(len(labels), 3), 0, -1):
+        if ncols * (entry + char * max(map(len, labels))) <= room:
+            return ncols, labels
+    return 1, [wrap_text(label, int((room - entry) / char)) for label in labels]
+
+
+def wrap_text(text: str, chars: int) -> str:
+    """Text in lines of at most `chars` characters, broken after a comma where it can (a
+    setting stays on one line), else at a space."""
+    lines: list[str] = []
+    for part in text.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= chars:
+            lines[-1] += ", " + part
+        else:
+            if lines:
+                lines[-1] += ","
+            lines += textwrap.wrap(part, max(chars, 10), break_long_words=False) or [""]
+    return "\n".join(lines)
+
+
+def fit_title(ax: Axes, text: str, fontsize: float = 9) -> None:
+    """A panel title wrapped to the width of the panel's grid cell, so that it does not run
+    into its neighbours."""
+    spec = ax.get_subplotspec()
+    width = ax.figure.get_figwidth() * len(spec.colspan) / spec.get_gridspec().ncols
+    ax.set_title(wrap_text(text, int(width / (CHAR_EM * fontsize / 72))), fontsize=fontsize)
+
+
+def chance_line(ax: Axes, runs: pd.DataFrame, axis: str = "y") -> bool:
+    """Chance accuracy as a dotted reference, where it lies within the data's range on the
+    accuracy axis (y, or x); the range stays fitted to the data (drawn after the data).
+    Whether it was drawn."""
     ax.autoscale_view()
-    low, high = ax.get_ylim()
+    limits, line = (ax.get_ylim, ax.axhline) if axis == "y" else (ax.get_xlim, ax.axvline)
+    low, high = limits()
     level = 100 * runs["chance_acc"].max()
     shown = bool(low <= level <= high)
     if shown:
-        ax.axhline(level, ls=":", color="0.5", lw=1, zorder=0)
-    ax.set_ylim(low, high)
+        line(level, ls=":", color="0.5", lw=1, zorder=0)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(low, high)
     return shown
 
 

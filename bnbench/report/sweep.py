@@ -22,12 +22,12 @@ import pandas as pd
 from bnbench.analysis.columns import factors, varying_columns
 from bnbench.analysis.stats import BOOTSTRAP_MIN_N
 from bnbench.analysis.tables import aggregate, load_steps, output_dir
-from bnbench.analysis.words import override_text
+from bnbench.analysis.words import key_text, override_text
 from bnbench.claims.display import HEADER, primary_row, secondary_rows
 from bnbench.claims.registry import article_title, claims_of
 from bnbench.claims.verdict import verdict
 from bnbench.config.machine import available_cores
-from bnbench.report.figures import make_figures
+from bnbench.report.figures import make_figures, primary_choice
 from bnbench.report.plots_claim import plot_claim
 from bnbench.report.render import Link, write_reports
 from bnbench.report.result import NoRunsError, ReportResult, moved
@@ -76,8 +76,8 @@ def swept_items(runs: pd.DataFrame, skipped: list) -> list[str]:
         f"runs: {len(runs)} finished ({counts.get('completed', 0)} completed, "
         f"{counts.get('diverged', 0)} diverged), {len(skipped)} skipped",
         "norms: " + ", ".join(norms_in(runs)),
-        *(
-            f"{f}: " + ", ".join(fmt_value(v) for v in values)
+        *(  # in words, with the key to type in an override
+            f"{key_text(f)} ({f}): " + ", ".join(fmt_value(v) for v in values)
             for f, values in factors(runs).items()
         ),
         "seeds: "
@@ -124,10 +124,11 @@ def effect_blocks(runs: pd.DataFrame) -> list:
         (
             "p",
             "Differences in accuracy points between runs that share every setting and "
-            "the seed (so the same data order) and differ only in model.norm. CI: "
-            f"t-interval; a percentile bootstrap (10,000 resamples) instead when n >= "
-            f"{BOOTSTRAP_MIN_N} and the differences are skewed. p: two-sided test of "
-            "zero mean difference; Holm-adjusted across every row of this table.",
+            "the seed (so the same data order) and differ only in the norm. CI and p "
+            "(column 'test'): t-interval and t-test; a percentile bootstrap (10,000 "
+            f"resamples) instead when n >= {BOOTSTRAP_MIN_N} and the differences are skewed. "
+            "p: two-sided, of zero mean difference (not the exact sign-flip test of a "
+            "claim's verdict); Holm-adjusted across every row of this table.",
         ),
     ]
 
@@ -205,7 +206,8 @@ def write_sweep_report(
     workers = available_cores() if workers is None else workers
     steps = load_steps(results_dir)
     steps = steps[steps["run_id"].isin(agg.runs["run_id"])]
-    figures = make_figures(agg.runs, agg.curves, out / "figures", workers, steps)
+    choice = primary_choice(claims_of(source.name))  # a claim's sweep: the verdict's arms
+    figures = make_figures(agg.runs, agg.curves, out / "figures", workers, steps, choice)
     headline = headline_table(agg.runs)
     blocks = report_blocks(agg.runs, agg.skipped, figures, headline, source.resolve().name)
     mixed = [*agg.mixed, *other_settings(agg.runs, source)]

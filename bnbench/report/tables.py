@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 
 from bnbench.analysis.columns import factors
+from bnbench.analysis.formats import fmt_p, signed
 from bnbench.analysis.run_stats import effects, summarize, train_accuracy
-from bnbench.analysis.stats import fmt_p, holm
+from bnbench.analysis.stats import holm
+from bnbench.analysis.words import key_text
 from bnbench.report.style import fmt_value, norm_label, norms_in
 
 CONTROL = "none"  # the no-normalization arm every other norm is paired against
+TEST_NAMES = {"t": "t-test", "bootstrap": "bootstrap"}  # run_stats.effects' method, in words
 
 
 @dataclass
@@ -42,8 +45,9 @@ def fmt_diff(mean: float, lo: float, hi: float) -> str:
 
 
 def points(fraction: float) -> str:
-    """A difference in points to one decimal: '+0.0', never '-0.0' (a tie is not negative)."""
-    return f"{round(100 * fraction, 1) + 0.0:+.1f}"
+    """A difference in points to one decimal, as the accuracies: '+2.1', and '0.0' for one
+    that rounds to zero, whichever its sign."""
+    return signed(100 * fraction, 1)
 
 
 def headline_table(runs: pd.DataFrame) -> Table:
@@ -55,7 +59,15 @@ def headline_table(runs: pd.DataFrame) -> Table:
     gap = runs[train] - runs["test_acc"]
     table = summarize(runs.assign(gap=gap), metrics, by=["model.norm", *facs])
     gap_column = f"train - test (pts; {train_label})"
-    columns = ["norm", *facs, "n", "diverged", "val acc (%)", "test acc (%)", gap_column]
+    columns = [
+        "norm",
+        *map(key_text, facs),
+        "n",
+        "diverged",
+        "val acc (%)",
+        "test acc (%)",
+        gap_column,
+    ]
     out = Table(columns)
     for norm in norms_in(runs):
         for _, r in table[table["model.norm"].eq(norm)].iterrows():
@@ -81,8 +93,11 @@ def effect_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 def effect_table(runs: pd.DataFrame, frame: pd.DataFrame) -> Table:
     facs = list(factors(runs))
-    columns = ["comparison", *facs, "metric", "n pairs", "difference (pts) [95% CI]"]
-    out = Table([*columns, "CI method", "p", "p (Holm)", "diverged (arm / none)"])
+    columns = ["comparison", *map(key_text, facs), "metric", "n pairs", "difference (pts) [95% CI]"]
+    # the test named in each row and in the headers: a claim's verdict on the same page
+    # gives the exact sign-flip test's p
+    tests = ["test", "p (t-test or bootstrap)", "p (t-test or bootstrap, Holm)"]
+    out = Table([*columns, *tests, "diverged (arm / none)"])
     for _, r in frame.iterrows():
         out.rows.append(
             [
@@ -91,7 +106,7 @@ def effect_table(runs: pd.DataFrame, frame: pd.DataFrame) -> Table:
                 r["metric"],
                 str(r["n"]),
                 fmt_diff(r["mean"], r["lo"], r["hi"]),
-                r["method"],
+                TEST_NAMES.get(r["method"], r["method"]),
                 fmt_p(r["p"]),
                 fmt_p(r["p_holm"]),
                 f"{r['n_diverged_treatment']} / {r['n_diverged_control']}",

@@ -461,7 +461,7 @@ def test_claims_verdict_command_judges_a_copied_sweep_from_its_files_alone(tmp_p
     result = bnbench("claims", "verdict", "placement", str(root), cwd=elsewhere)
     out = " ".join(result.stdout.split())
     assert out.startswith("SUPPORTED (claimed: higher)")
-    assert "n=8" in out and "exact p=0.0078 (the exact test's floor at n=8)" in out  # 2/256
+    assert "n=8" in out and "exact p=0.008 (the exact test's floor at n=8)" in out  # 2/256
     # the pooled cell names what the arms differ in, then each activation's chosen LRs
     pooled = "test_acc, BN placement post vs pre, the mean of activation relu (LR 0.1 in both);"
     assert pooled in out and "lr=0.1 vs lr=0.1" not in out

@@ -21,7 +21,7 @@ def primary(diffs: list[float]) -> dict:
 def test_three_seeds_give_a_preview_not_a_bare_inconclusive():
     said = describe(CLAIM, primary([18.3, 11.9, 24.7]))
     assert said.startswith("PREVIEW, direction as claimed: ")
-    assert "3 seeds cannot decide (the exact test's smallest p at n=3 is 0.25)" in said
+    assert "3 seeds cannot decide (the exact test's smallest p at n=3 is 0.250)" in said
     against = describe(CLAIM, primary([-2.0, -1.0, -3.0]))
     assert against.startswith("PREVIEW, direction against the claim: ")
     zero = describe(CLAIM, primary([0.0, 0.0, 0.0]))  # e.g. both arms hit the target together

@@ -144,12 +144,42 @@ def test_convergence_compares_what_differs_between_the_arms():
         "BN placement: pre",
         "BN placement: post",
     ]
-    assert all(" at LR: " in label for label in labels[:2])
+    # each arm's LR in its label, or where the arms share it, once in the title
+    shared = "LR: " in fig.get_suptitle()
+    assert all((" at LR: " in label) != shared for label in labels[:2])
     assert len(fig.axes[0].lines) == 2 and "each BN placement" in fig.get_suptitle()
     runs, curves = fake_runs(**{"optim.lr": [0.01, 0.1]})  # the norms differ: they are the arms
     fig = plot_convergence(runs, curves)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels[0].startswith("BN (batch) at LR: ") and "each norm" in fig.get_suptitle()
+    assert labels[0].startswith("BN (batch)") and "each norm" in fig.get_suptitle()
+
+
+def test_convergence_shows_the_runs_a_claims_primary_compares_at_the_lr_it_chose():
+    """Claim 1 chooses each arm's LR on final train loss: the figure shows that LR, where
+    validation accuracy (the figure's own rule elsewhere) would choose the other one."""
+    from test_report import fake_runs
+
+    from bnbench.claims.registry import get_claim
+    from bnbench.report.figures import figure_specs, primary_choice
+    from bnbench.report.plots_convergence import plot_convergence
+
+    runs, curves = fake_runs(**{"optim.lr": [0.01, 0.1]})
+    low = runs["optim.lr"].eq(0.01)
+    runs["val_acc"] = np.where(low, 0.6, 0.8)  # best on validation: 0.1 for both arms
+    bn = runs["model.norm"].eq("batch")
+    runs["train_loss"] = np.where(low == bn, 0.2, 0.5)  # best on train loss: BN 0.01, none 0.1
+    choice = primary_choice([get_claim("faster-convergence")])
+    fig = plot_convergence(runs, curves, choice=choice)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()][:2]
+    assert labels == ["BN (batch) at LR: 0.01", "no norm (none) at LR: 0.1"]
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "claim 1's primary measure, each at its best LR (chosen on final train loss" in title
+    caption = {name: caption for name, _, caption, _ in figure_specs(runs, curves, None, choice)}
+    assert "claim 1's primary measure" in caption["convergence"]
+    default = [t.get_text() for t in plot_convergence(runs, curves).legends[0].get_texts()]
+    assert default[:2] == ["BN (batch)", "no norm (none)"]  # both at 0.1: said in the title
+    # measures that do not take each arm at its best LR, or pool it, leave the figure's own
+    assert primary_choice([get_claim("higher-lr"), get_claim("placement")]) is None
 
 
 def test_convergence_draws_the_loss_per_optimizer_step_where_steps_csv_has_it():
@@ -170,3 +200,79 @@ def test_convergence_draws_the_loss_per_optimizer_step_where_steps_csv_has_it():
     # one logged step per run is a point, not a curve: the loss stays per epoch, visible
     one = plot_convergence(runs, curves, steps[steps["step"].eq(80)]).axes[0]
     assert one.get_xlabel() == "epoch" and list(one.lines[0].get_xdata()) == [1, 2]
+
+
+def test_each_key_is_shown_in_words_of_its_own_never_as_the_raw_key():
+    """Claim 10's sweep: dropout rate and position are two settings, and a swept key without
+    a figure of its own (head dropout) is titled, labelled and tabled in words."""
+    from test_report import fake_runs
+
+    from bnbench.analysis.words import KEY_WORDS, key_text
+    from bnbench.report.figures import figure_specs
+    from bnbench.report.tables import headline_table
+
+    assert len(set(KEY_WORDS.values())) == len(KEY_WORDS)
+    assert key_text("model.dropout") != key_text("model.dropout_position")
+    runs, curves = fake_runs(**{"model.head_dropout": [0.0, 0.2], "model.dropout": [0.0, 0.1]})
+    specs = {
+        name: (title, caption, build) for name, title, caption, build in figure_specs(runs, curves)
+    }
+    title, caption, build = specs["factor_model_head_dropout"]
+    assert title == "Sensitivity to head dropout" and "model." not in caption
+    fig = build()
+    shown = [fig.get_suptitle(), *(t for ax in fig.axes for t in (ax.get_title(), ax.get_xlabel()))]
+    assert not [text for text in shown if "model." in text]
+    assert "head dropout" in headline_table(runs).columns
+    assert not [c for c in headline_table(runs).columns if "model." in c]
+
+
+def outside(fig: Figure) -> list[float]:
+    """How far (inches) what the figure draws reaches beyond its left, bottom, right and top
+    edges, laid out as it is saved: what is there is cut off in the file. Empty if nothing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    reach = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
+    return reach if max(reach) > 0.01 else []
+
+
+def test_a_wide_design_is_laid_out_in_rows_at_full_size_with_every_text_inside():
+    """Claim 10's design (27 configurations, 9 LR panels, long panel and legend labels): no
+    figure is shrunk to fit MAX_PX (which would shrink its text too), nothing is cut off at
+    the edges, and the configurations' labels do not overlap."""
+    from test_report import fake_runs
+
+    from bnbench.report.figures import figure_specs
+    from bnbench.report.style import DPI, figure_dpi
+
+    grid = {"model.dropout": [0.0, 0.05, 0.1], "model.head_dropout": [0.0, 0.2, 0.5]}
+    runs, curves = fake_runs(**grid, **{"optim.lr": [0.01, 0.1, 1.0]})
+    runs["model.dropout_position"] = np.where(runs["model.dropout"].gt(0), "after_norm", "none")
+    runs["model.ghost_batch_size"] = np.where(runs["seed"].ge(0), 8.0, np.nan)
+    for name, _, _, build in figure_specs(runs, curves):
+        fig = build()
+        assert figure_dpi(fig) == DPI, (name, fig.get_size_inches())
+        assert not outside(fig), (name, outside(fig))
+    from bnbench.report.plots import plot_generalization
+
+    fig = plot_generalization(runs)
+    outside(fig)  # lays it out
+    renderer = fig.canvas.get_renderer()
+    labels = [t.get_window_extent(renderer) for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == 27
+    assert not any(a.overlaps(b) for a, b in zip(labels, labels[1:], strict=False))
+
+
+def test_a_legend_with_long_labels_fits_inside_its_figure():
+    from matplotlib.lines import Line2D
+
+    from bnbench.report.style import outside_legend
+
+    long = "BN (batch) at ghost batch: 8, block dropout rate: 0, head dropout: 0, LR: 0.1"
+    for labels in ([long, long.replace("BN (batch)", "no norm (none)")], [long * 3], ["a", "b"]):
+        fig = Figure(figsize=(7, 4), layout="constrained")
+        fig.subplots().plot([0, 1], [0, 1])
+        outside_legend(fig, [Line2D([], [], label=label) for label in labels], diverged=True)
+        assert not outside(fig), labels

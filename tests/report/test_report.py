@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from bnbench.report.style import norm_label
 from bnbench.store.files import DiskFull, disk_full
 from bnbench.store.planfile import Plan, write_plan
 from bnbench.store.reader import SkippedRunWarning, find_run_dirs
-from tests.claims.test_claims import placement_sweep
+from tests.claims.test_claims import placement_sweep, write_run
 
 EPOCHS = 2
 
@@ -68,11 +69,11 @@ def test_report_writes_tables_figures_and_both_reports(copy: Path):
 
     markdown = (copy / "REPORT.md").read_text()
     for text in (
-        "optim.lr: 0.01, 0.1",
+        "LR (optim.lr): 0.01, 0.1",
         "Headline: accuracy by norm and setting",
         "train - test (pts; train-mode accuracy over the last epoch)",
         "batch - none",
-        "p (Holm)",
+        "p (t-test or bootstrap, Holm)",
     ):
         assert text in markdown
     assert "figures/lr_sensitivity.png" in markdown
@@ -355,9 +356,9 @@ def test_fixed_settings_are_spelled_as_overrides_and_a_tie_is_not_negative():
     )
     fixed = [item for item in swept_items(runs, []) if item.startswith("fixed: ")]
     assert fixed == ["fixed: dataset.name=fashion_mnist, model.init=kaiming_normal"]  # typable
-    assert fmt_diff(-0.0004, np.nan, np.nan) == "+0.0"  # BN 80.90% vs no-BN 80.95%: a tie
+    assert fmt_diff(-0.0004, np.nan, np.nan) == "0.0"  # BN 80.90% vs no-BN 80.95%: a tie
     assert fmt_diff(0.021, 0.005, 0.037) == "+2.1 [+0.5, +3.7]"
-    assert fmt_diff(-0.021, -0.03, -0.0004) == "-2.1 [-3.0, +0.0]"
+    assert fmt_diff(-0.021, -0.03, -0.0004) == "-2.1 [-3.0, 0.0]"  # no sign it does not have
 
 
 # --- a report is written whole, or not at all ----------------------------------------------
@@ -420,3 +421,54 @@ def test_a_partial_report_left_by_a_dead_process_is_removed_by_the_next(copy: Pa
         (stage / "runs.csv").write_text("cut")
     build_report(copy)
     assert not dead.exists() and (live / "runs.csv").is_file()
+
+
+def markdown_tables(markdown: str) -> list[tuple[list[str], list[list[str]]]]:
+    """(header, rows) of every table of a REPORT.md, each row its cells."""
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+
+    tables = []
+    for block in markdown.split("\n\n"):
+        lines = block.splitlines()
+        if len(lines) > 1 and lines[0].startswith("| ") and lines[1].startswith("| ---"):
+            tables.append((cells(lines[0]), [cells(line) for line in lines[2:]]))
+    return tables
+
+
+def test_every_p_on_a_claim_page_reads_alike_and_names_its_test(tmp_path):
+    """A claim's verdict (exact sign-flip test) and the sweep's paired effects (t-test) on
+    one page: every p in one format, each p column naming its test; and an effect that
+    rounds to zero is written 0.0, without a sign that contradicts it."""
+    root = tmp_path / "results"
+    ids = placement_sweep(root, seeds=6, experiment="claim_placement", activations=("relu",))
+    write_plan(root / "claim_placement", Plan("full", [], ids))
+    for seed in range(6):  # no-norm runs beside BN pre: a paired-effect table
+        for lr, test in ((0.1, 0.3 + 0.001 * seed), (1.0, 0.5004 + 0.00001 * seed)):
+            config = {"model.placement": "pre", "optim.lr": lr, "seed": seed}
+            config |= {
+                "model.activation": "relu",
+                "model.norm": "none",
+                "dataset.name": "synthetic",
+            }
+            write_run(root / "claim_placement", f"none-{lr}-{seed}", config, 0.5, test)
+    build_report(root / "claim_placement", workers=1)
+    markdown = (root / "claim_placement" / "REPORT.md").read_text()
+    one_format = re.compile(r"(<0\.001|[01]\.\d{3}|-)")
+    tests = set()
+    for header, rows in markdown_tables(markdown):
+        for i, column in enumerate(header):
+            if column == "p" or column.startswith("p "):
+                tests.add("sign-flip" if "sign-flip" in column else column)
+                assert all(one_format.fullmatch(row[i]) for row in rows), (column, rows)
+    assert tests == {"sign-flip", "p (t-test or bootstrap)", "p (t-test or bootstrap, Holm)"}
+    said = re.findall(r"\bp=([^,) ]+)", markdown)
+    assert said and all(one_format.fullmatch(p) for p in said), said
+    page = (root / "claim_placement" / "report.html").read_text()
+    assert "&lt;0.001" in page and not re.search(r"\de-\d", markdown + page)
+    effects = [
+        row for header, rows in markdown_tables(markdown) if "test" in header for row in rows
+    ]
+    assert ["0.0 [0.0, 0.0]"] == [r[5] for r in effects if r[2] == "1" and r[3] == "test_acc"]
+    assert not re.search(r"[+-]0\.0\b", markdown)
