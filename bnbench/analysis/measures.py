@@ -125,6 +125,16 @@ def steps_to_target(
     return pair(arms["treatment"], arms["control"], label)
 
 
+DECADE_DIGITS = 6  # grid values are written to 6 significant digits (3.16228 for 10**0.5)
+
+
+def grid_decades(values: pd.Series) -> pd.Series:
+    """log10 of a grid's values, rounded so that a half-decade grid written as 3.16228 gives
+    exactly 0.5: unrounded, paired differences of 0 and 0.5 decades come out as 6e-7 and
+    0.4999997, and the sign-flip test would count those as effects, not ties."""
+    return np.log10(values.astype(float)).round(DECADE_DIGITS)
+
+
 def largest_trainable(
     runs, sweep, treatment, control, factor="optim.lr", fraction=TRAINS_FRACTION
 ) -> pd.DataFrame:
@@ -132,7 +142,7 @@ def largest_trainable(
     final val accuracy at least `fraction` of the way from chance to the sweep's best run);
     an arm that trains nowhere sits one grid step below the grid."""
     trains = trains_mask(runs, fraction)
-    log_value = np.log10(runs[factor].astype(float))
+    log_value = grid_decades(runs[factor])
     steps = np.diff(np.sort(log_value.unique()))
     floor = log_value.min() - (steps.min() if len(steps) else 1)
     arms = {}
@@ -185,7 +195,7 @@ def trainable_range(
     `select` (keep it off validation accuracy, which the range is read on: train_loss)."""
     val = 100 * scored(runs, "val_acc")
     trains = trains_mask(runs, fraction)
-    log_value = np.log10(runs[factor].astype(float))
+    log_value = grid_decades(runs[factor])
     grid = np.sort(log_value.unique())
     arms = {}
     for name, arm in (("treatment", treatment), ("control", control)):

@@ -305,6 +305,22 @@ def test_trainable_range_counts_the_decades_within_points_of_the_arms_best():
     assert by_seed(diffs) == pytest.approx({0: 3.0, 1: 2.0})
 
 
+def test_a_half_decade_grid_written_to_six_digits_gives_exact_decades():
+    """Gains as the configs write them (3.16228 for 10**0.5): the paired differences are
+    exactly 0.5 and 0, so the sign-flip test sees the zeros as ties (unrounded they were
+    +-4e-7 decades, counted as effects)."""
+    rows = []
+    for seed in range(8):
+        for scale in (0.316228, 1.0, 3.16228):
+            bn_trains = seed < 5 or scale < 3  # 1 decade in seeds 0-4, half a decade after
+            plain_trains = scale > 0.5  # half a decade: 1 and 3.16228
+            for arm, trains in ((BN, bn_trains), (PLAIN, plain_trains)):
+                val = 0.9 if trains else 0.2
+                rows.append(arm | {"model.init_scale": scale, "seed": seed, "val_acc": val})
+    diffs = trainable_range(runs_table(rows), None, BN, PLAIN, within=5.0)
+    assert by_seed(diffs) == {s: 0.5 if s < 5 else 0.0 for s in range(8)}  # exact, no approx
+
+
 def test_spread_over_named_inits_per_seed():
     rows = []
     for seed in (0, 1):
