@@ -252,12 +252,13 @@ def compose_overrides(overrides: list[str], hydra: bool = False):
 
 def config_groups() -> dict[str, list[str]]:
     """The config groups (dataset, optim, profile, experiment, ...) and their options, shipped
-    and the user's; the arm groups that experiments choose for themselves are left out."""
+    and the user's; the groups that experiments and profiles choose for themselves (the arm
+    groups, profile_experiment) are left out."""
     groups: dict[str, list[str]] = {}
     for root in [paths.CONF_DIR, *paths.user_config_dirs()]:
         for yaml_file in sorted(root.glob("*/*.yaml")) + sorted(root.glob("hydra/*/*.yaml")):
             group = str(yaml_file.parent.relative_to(root))
-            if not group.endswith("_arm"):
+            if not group.endswith("_arm") and group != "profile_experiment":
                 groups.setdefault(group, []).append(yaml_file.stem)
     groups["hydra/sweeper"] = ["basic", "optuna", *groups.get("hydra/sweeper", [])]
     groups["hydra/launcher"] = [

@@ -49,6 +49,8 @@ def test_run_help_lists_groups_options_and_common_keys(tmp_path: Path, monkeypat
         assert text in out
     assert "experiment=claim_covariate_shift" in out and "optim.lr=" in out
     assert "--config-dir" in out and "--cfg" in out
+    # groups the experiments and profiles choose for themselves are not the user's to set
+    assert "_arm=" not in out and "profile_experiment=" not in out
 
 
 def test_run_and_report_say_where_to_look_next(tmp_path: Path) -> None:
