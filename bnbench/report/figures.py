@@ -88,21 +88,29 @@ def figure_specs(
 
 def primary_choice(claims: list) -> ArmChoice | None:
     """The arms of the first claim's primary measure that takes each arm at its best
-    setting (measures.AT_BEST, neither split nor pooled), with its `over` and `select`: the
-    convergence figure then shows the very runs the verdict compares. None without one."""
+    setting (measures.AT_BEST, or gradient_ratio_growth at each depth), with its `over` and
+    `select`, and where it splits or pools (`by`, `pool`; the depth), the keys within whose
+    values it compares the arms: the convergence figure then shows the very runs the
+    verdict compares. None without one."""
     for claim in sorted(claims, key=lambda c: c.number):
         measure, args = claim.primary, claim.primary.args
-        if measure.measure not in AT_BEST or args.get("by") or args.get("pool"):
+        if measure.measure in AT_BEST:
+            within = (*args.get("by", ()), *args.get("pool", ()))
+        elif measure.measure == "gradient_ratio_growth" and args.get("over"):
+            within = (*args.get("pool", ()), args.get("depth", "model.depth"))
+        else:
             continue
         default = inspect.signature(MEASURES[measure.measure]).parameters["select"].default
         over, select = tuple(args.get("over", ())), args.get("select", default)
         what = f"the arms of claim {claim.number}'s primary measure"
+        if within:
+            what += f" within each {' and '.join(key_text(k) for k in within)}"
         if over:
             keys = " and ".join(key_text(k) for k in over)
             chosen_on = METRIC_LABELS.get(select, select)
             what += f", each at its best {keys} (chosen on {chosen_on}, as that measure does)"
         arms = {"treatment": measure.treatment, "control": measure.control}
-        return ArmChoice(arms, over, select, what)
+        return ArmChoice(arms, over, select, what, within)
     return None
 
 

@@ -2,10 +2,11 @@
 arm, each at its best configuration (plot_convergence). The arms are what differs between
 the runs compared: the norms, or where every run has one norm, the first swept factor of
 ARM_FACTORS (claim 9: BN before or after the activation); in a claim's sweep, the arms of
-its primary measure (an ArmChoice). Either way each arm's setting is chosen by
-pairing.chosen_arms, the rule the measures use. Each line is named by what its arm differs
-in; what all arms share is said once, in the title. Drawn in the conventions of
-bnbench.report.style.
+its primary measure (an ArmChoice), and where that measure pools or splits over a factor
+(claim 9: ReLU and tanh), the arms within each of its values, one pair of lines per value.
+Either way each arm's setting is chosen by pairing.chosen_arms, the rule the measures use.
+Each line is named by what its arm differs in; what all arms share is said once, in the
+title. Drawn in the conventions of bnbench.report.style.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from bnbench.analysis.columns import factors, sorted_values
-from bnbench.analysis.pairing import chosen_arms
+from bnbench.analysis.pairing import chosen_arms, split_by
 from bnbench.analysis.run_stats import mean_ci_by
 from bnbench.analysis.words import key_text, missing
 from bnbench.report.style import (
@@ -49,18 +50,26 @@ ARM_FACTORS = (
     "train.batch_size",
 )
 ARM_STYLES = [("#0072B2", "o"), ("#D55E00", "s"), ("#009E73", "^"), ("#CC79A7", "D")]
+# Arms compared within each value of a pooled factor: one colour family per value, the
+# treatment dark with circles, the control light with squares (ColorBrewer Paired).
+PAIR_COLORS = [("#1f78b4", "#a6cee3"), ("#e31a1c", "#fb9a99"), ("#33a02c", "#b2df8a")]
+PAIR_COLORS += [("#ff7f00", "#fdbf6f"), ("#6a3d9a", "#cab2d6")]
+PAIR_MARKERS = ("o", "s")
 
 
 @dataclass(frozen=True)
 class ArmChoice:
     """The runs a convergence figure compares: each arm ({config key: value or values}) at
     its best `over` setting chosen on `select`, by pairing.chosen_arms, the rule of every
-    measure that takes its arms at their best; `what` says which arms, in words."""
+    measure that takes its arms at their best; with `within` (config keys), the arms are
+    chosen and compared within each value of those keys, as a pooled or split measure does
+    (pairing.split_by); `what` says which arms, in words."""
 
     arms: dict
     over: tuple
     select: str
     what: str
+    within: tuple = ()
 
 
 def arm_factor(runs: pd.DataFrame) -> str:
@@ -85,13 +94,36 @@ def compared_runs(runs: pd.DataFrame, choice: ArmChoice | None) -> tuple[dict, A
     names keys the runs lack, or finds no runs, gives way to default_choice."""
     for option in ([choice] if choice else []) + [default_choice(runs)]:
         try:
-            chosen = chosen_arms(runs, option.arms, list(option.over), option.select)
+            chosen = chosen_within(runs, option)
         except KeyError:
             continue
         members = {name: member for name, member in chosen.items() if len(member)}
         if members:
             return members, option
     return {"all runs": runs}, default_choice(runs)
+
+
+def chosen_within(runs: pd.DataFrame, choice: ArmChoice) -> dict:
+    """{arm: its chosen runs} by pairing.chosen_arms within each value of choice.within (all
+    runs as one group without), named 'arm, group' ('treatment, activation relu'); each
+    group's arms in choice.arms' order."""
+    chosen = {}
+    for group, members in split_by(runs, list(choice.within)):
+        arms = chosen_arms(members, choice.arms, list(choice.over), choice.select)
+        chosen.update({f"{name}, {group}" if group else name: m for name, m in arms.items()})
+    return chosen
+
+
+def arm_style(k: int, name: str, members: dict, choice: ArmChoice) -> tuple[str, str]:
+    """A pooled choice's arm: its group's colour family, dark or light by arm; else the k-th
+    of ARM_STYLES."""
+    if not choice.within:
+        return ARM_STYLES[k % len(ARM_STYLES)]
+    arm, _, group = name.partition(", ")
+    groups = list(dict.fromkeys(n.partition(", ")[2] for n in members))
+    index = list(choice.arms).index(arm) % len(PAIR_MARKERS) if arm in choice.arms else 0
+    colors = PAIR_COLORS[groups.index(group) % len(PAIR_COLORS)]
+    return colors[index], PAIR_MARKERS[index]
 
 
 def settings(runs: pd.DataFrame, members: dict) -> tuple[list[str], list[str]]:
@@ -150,11 +182,12 @@ def plot_convergence(
     handles = []
     for k, (name, member) in enumerate(members.items()):
         label = arm_label(name, member, differ)
-        if differ[:1] == ["model.norm"] and member["model.norm"].nunique() == 1:
+        norm_arms = differ[:1] == ["model.norm"] and member["model.norm"].nunique() == 1
+        if norm_arms and not choice.within:  # within groups: a colour family per group
             norm = member["model.norm"].iloc[0]
             color, marker = norm_color(norm), norm_marker(norm)
         else:
-            color, marker = ARM_STYLES[k % len(ARM_STYLES)]
+            color, marker = arm_style(k, name, members, choice)
         handles.append(Line2D([], [], color=color, marker=marker, label=label))
         chosen_curves = curves[curves["run_id"].isin(member["run_id"])]
         _convergence_lines(axes, chosen_curves, color, marker, epoch_loss=not per_step)

@@ -178,8 +178,57 @@ def test_convergence_shows_the_runs_a_claims_primary_compares_at_the_lr_it_chose
     assert "claim 1's primary measure" in caption["convergence"]
     default = [t.get_text() for t in plot_convergence(runs, curves).legends[0].get_texts()]
     assert default[:2] == ["BN (batch)", "no norm (none)"]  # both at 0.1: said in the title
-    # measures that do not take each arm at its best LR, or pool it, leave the figure's own
-    assert primary_choice([get_claim("higher-lr"), get_claim("placement")]) is None
+    # measures that do not take each arm at its best LR leave the figure's own
+    assert primary_choice([get_claim("higher-lr")]) is None
+
+
+def test_convergence_compares_a_pooled_primarys_arms_within_each_activation():
+    """Claim 9 pools ReLU and tanh: each placement's best LR is chosen per activation (as
+    its measure does), so each pair of lines shares the activation, where the best runs
+    over everything would set BN before with tanh against BN after with ReLU."""
+    from bnbench.claims.registry import get_claim
+    from bnbench.report.figures import primary_choice
+    from bnbench.report.plots_convergence import compared_runs, plot_convergence
+
+    index = pd.MultiIndex.from_product(
+        [["relu", "tanh"], ["pre", "post"], [0.1, 1.0], [0, 1]],
+        names=["model.activation", "model.placement", "optim.lr", "seed"],
+    )
+    runs = index.to_frame(index=False).assign(**{"model.norm": "batch", "model.head_norm": False})
+    runs["run_id"] = [f"r{i}" for i in range(len(runs))]
+    runs["status"], runs["chance_acc"] = "completed", 0.1
+    relu, pre, low = (
+        runs[k].eq(v)
+        for k, v in [("model.activation", "relu"), ("model.placement", "pre"), ("optim.lr", 0.1)]
+    )
+    # best overall: post with relu, pre with tanh; the best LR differs by arm and activation
+    runs["val_acc"] = 0.6 + 0.2 * (relu != pre) + 0.05 * (low == (relu == pre))
+    runs["test_acc"] = runs["val_acc"]
+    choice = primary_choice([get_claim("placement")])
+    members, used = compared_runs(runs, choice)
+    assert used is choice and choice.within == ("model.activation",)
+    assert list(members) == [
+        "treatment, activation relu",
+        "control, activation relu",
+        "treatment, activation tanh",
+        "control, activation tanh",
+    ]
+    for name, member in members.items():
+        assert member["model.activation"].nunique() == 1 and len(member) == 2  # two seeds
+        assert member["model.activation"].iloc[0] == name.rsplit(" ", 1)[1]
+        assert member["model.placement"].iloc[0] == ("post" if "treatment" in name else "pre")
+        assert member["optim.lr"].nunique() == 1
+    lrs = [m["optim.lr"].iloc[0] for m in members.values()]
+    assert lrs == [1.0, 0.1, 0.1, 1.0]  # each arm's own best LR within each activation
+    curves = runs[["run_id", "seed", "status"]].merge(pd.DataFrame({"epoch": [1, 2]}), how="cross")
+    curves = curves.assign(train_loss=1.0 / curves["epoch"], val_acc=0.4, elapsed_s=1.0)
+    labels = [t.get_text() for t in plot_convergence(runs, curves, choice=choice).legends[0].texts]
+    assert labels[:4] == [
+        "BN placement: post at activation: relu, LR: 1",
+        "BN placement: pre at activation: relu, LR: 0.1",
+        "BN placement: post at activation: tanh, LR: 0.1",
+        "BN placement: pre at activation: tanh, LR: 1",
+    ]
 
 
 def test_convergence_draws_the_loss_per_optimizer_step_where_steps_csv_has_it():
