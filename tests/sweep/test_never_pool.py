@@ -24,6 +24,6 @@ def test_runs_with_other_settings_are_flagged_and_reported_apart(tmp_path: Path)
 
     report = bnbench("report", str(tmp_path / "default"), cwd=tmp_path)
     headline = report.stdout.split("open:", 1)[1]
-    assert "dataset.train_subset" in headline.splitlines()[1]  # a column, not pooled
+    assert "training images" in headline.splitlines()[1]  # a column (in words), not pooled
     rows = [line for line in headline.splitlines() if line.startswith(("BN (", "no norm"))]
     assert len(rows) == 4 and all(" 1 " in row for row in rows)  # one run per norm and setting
