@@ -38,7 +38,7 @@ from bnbench.store.files import (
 from bnbench.store.planfile import PLAN_FILE, read_plan
 from bnbench.sweep.plan import CONF_DIR, PlannedRun
 from bnbench.sweep.pool import die_with_parent, estimated_cost
-from bnbench.sweep.progress import PlannedCost, SweepProgress, sweep_name
+from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name, trained_seconds
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep's config, in hydra.sweep.dir
 LAUNCHER_PID = "BNBENCH_LAUNCHER_PID"  # the environment variable naming the launching process
@@ -62,7 +62,7 @@ def launch(overrides: list[str], multirun: bool, plan: list[PlannedRun] | None =
 
         poll_without_accounting()  # no sacct warning per poll where accounting is off
     if plan and len(plan) > 1:
-        planned = [PlannedCost(p.run_id, estimated_cost(p.config), p.done) for p in plan]
+        planned = [planned_cost(p.config, estimated_cost(p.config), p.done) for p in plan]
         _SWEEP = SweepProgress(sweep_name([p.config.sweep for p in plan]), planned)
     hydra_command([*(["--multirun"] if multirun else []), *overrides])
 
@@ -126,7 +126,7 @@ def hydra_job(cfg: DictConfig) -> float | str:
     try:
         status = execute(config, parallel_jobs())
         if _SWEEP is not None:
-            show(_SWEEP.finished(run_id(config), status))
+            show(_SWEEP.finished(run_id(config), status, trained_seconds(config)))
         else:
             sweep_line(config)
     except KeyboardInterrupt:

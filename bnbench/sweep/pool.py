@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from bnbench.config.identity import run_id
 from bnbench.config.schema import Config
 from bnbench.config.validation import train_size
-from bnbench.sweep.progress import PlannedCost, SweepProgress, sweep_name
+from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name, trained_seconds
 
 
 def estimated_cost(cfg: Config) -> float:
@@ -68,7 +68,7 @@ def run_pool(configs: list[Config], jobs: int, log: Callable[[str], None]) -> di
     the pool: runs in flight are marked interrupted (by the runner) and the rest not started."""
     order = sorted(configs, key=estimated_cost, reverse=True)
     statuses: dict[str, str] = {}
-    planned = [PlannedCost(run_id(c), estimated_cost(c), False) for c in order]
+    planned = [planned_cost(c, estimated_cost(c)) for c in order]
     sweep = SweepProgress(sweep_name([c.sweep for c in order]), planned)
     context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_warm_up) as pool:
@@ -80,8 +80,9 @@ def run_pool(configs: list[Config], jobs: int, log: Callable[[str], None]) -> di
                     statuses[run_id(cfg)] = future.result()
                 except Exception as error:  # a worker died (OOM kill): the next call retrains
                     statuses[run_id(cfg)] = f"lost ({error.__class__.__name__})"
-                line = sweep.finished(run_id(cfg), statuses[run_id(cfg)])
-                log(f"{cfg.sweep} {run_id(cfg)} seed={cfg.seed}: {statuses[run_id(cfg)]}; {line}")
+                status = statuses[run_id(cfg)]
+                line = sweep.finished(run_id(cfg), status, trained_seconds(cfg))
+                log(f"{cfg.sweep} {run_id(cfg)} seed={cfg.seed}: {status}; {line}")
         except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM or kill only us
             for worker in list(pool._processes.values()):
                 worker.terminate()  # SIGTERM: the runner marks the run in flight interrupted

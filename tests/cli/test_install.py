@@ -15,9 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def pip(*args: str, cwd: Path) -> None:
+def pip(*args: str, cwd: Path) -> str:
+    """pip's output (stdout and stderr) of a successful call."""
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
+    return done.stdout + done.stderr
 
 
 def build_and_install(tmp_path: Path) -> Path:
@@ -29,7 +31,11 @@ def build_and_install(tmp_path: Path) -> Path:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    pip("wheel", "--no-deps", "--no-build-isolation", ".", "-w", str(tmp_path / "dist"), cwd=source)
+    built = pip(
+        "wheel", "--no-deps", "--no-build-isolation", ".", "-w", str(tmp_path / "dist"), cwd=source
+    )
+    # every directory the wheel carries is listed in pyproject's packages (conf's groups too)
+    assert "absent from the `packages` configuration" not in built, built
     (wheel,) = (tmp_path / "dist").glob("bnbench-*.whl")
     with zipfile.ZipFile(wheel) as archive:  # the licence travels with the wheel
         metadata = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA")))

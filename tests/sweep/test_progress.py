@@ -44,6 +44,27 @@ def test_the_eta_after_a_resume_counts_only_the_runs_trained_since(monkeypatch):
     assert sweep.done == 9 and sweep.eta_s() == pytest.approx(120.0)
 
 
+def test_the_eta_corrects_each_sweep_by_the_time_its_runs_took(monkeypatch):
+    """Two sweeps the cost model rates alike (cost 1 a run), whose runs take 10 s and 50 s:
+    once one run of each has trained, the ETA is the time the runs left take (one of 10 s,
+    three of 50 s: 160 s), not the planned cost's 4 runs at the mean 30 s (120 s). Before
+    the first 50 s run, the second sweep is taken at the rate seen so far."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    clock = Clock()
+    planned = [PlannedCost(r, 1.0, False, group="fast") for r in ("a1", "a2")]
+    planned += [PlannedCost(r, 1.0, False, group="slow") for r in ("b1", "b2", "b3", "b4")]
+    sweep = SweepProgress("2 sweeps", planned, clock)
+    clock.now = 10.0
+    sweep.finished("a1", "completed", seconds=10.0)
+    assert sweep.eta_s() == pytest.approx(50.0)  # 5 runs left, all at 10 s so far
+    clock.now = 60.0
+    sweep.finished("b1", "completed", seconds=50.0)
+    assert sweep.eta_s() == pytest.approx(160.0)
+    clock.now = 110.0
+    sweep.finished("b2", "diverged", seconds=50.0)
+    assert sweep.eta_s() == pytest.approx(110.0)
+
+
 def test_the_sweep_bar_stays_above_the_run_bar_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     sweep = SweepProgress("s", [PlannedCost("a", 1.0, False), PlannedCost("b", 1.0, False)])
