@@ -38,6 +38,7 @@ OBJECTIVES = ("val_acc", "val_loss", "best_val_acc", "train_acc", "train_loss")
 
 # Training-set sizes, known without loading the data, so a batch size can be checked up front.
 TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}
+TEST_SIZES = {"fashion_mnist": 10_000, "mnist": 10_000, "cifar10": 10_000}
 NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "synthetic": 4}
 IMAGE_SIZES = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32}  # square; synthetic: its own
 
@@ -121,7 +122,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile of the training step's model; evaluation stays eager
 
 
-PROBES = ("ics", "percentiles", "layer_stats", "one_step", "test_time", "variance_shift")
+IN_TRAINING_PROBES = ("ics", "percentiles", "layer_stats", "one_step")  # every probes.every steps
+AFTER_TRAINING_PROBES = ("test_time", "variance_shift")  # once, on the trained model
+PROBES = IN_TRAINING_PROBES + AFTER_TRAINING_PROBES
 
 
 @dataclass

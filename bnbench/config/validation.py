@@ -23,6 +23,7 @@ from bnbench.config.schema import (
     PLACEMENTS,
     PROBES,
     SCHEDULES,
+    TEST_SIZES,
     TRAIN_SIZES,
     Config,
     ConfigError,
@@ -92,6 +93,13 @@ def train_size(cfg: Config) -> int:
     total = d.synthetic_train if d.name == "synthetic" else TRAIN_SIZES[d.name]
     available = total - d.val_size
     return min(available, d.train_subset) if d.train_subset is not None else available
+
+
+def n_test(cfg: Config) -> int:
+    """How many examples a test evaluation reads, known without loading the data."""
+    d = cfg.dataset
+    total = d.synthetic_test if d.name == "synthetic" else TEST_SIZES[d.name]
+    return min(total, d.test_subset) if d.test_subset is not None else total
 
 
 def validate(cfg: Config) -> None:

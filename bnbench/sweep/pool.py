@@ -20,18 +20,45 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from bnbench.config.identity import run_id
-from bnbench.config.schema import Config
-from bnbench.config.validation import train_size
+from bnbench.config.schema import AFTER_TRAINING_PROBES, IN_TRAINING_PROBES, Config, validated
+from bnbench.config.validation import n_test, train_size
 from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name, trained_seconds
+
+# Seconds per unit on one core, fitted (non-negative least squares) to the wall times of
+# the completed runs of `make claims` on a fresh clone, 2-core AMD EPYC VM, 1 thread a run,
+# 2026-12-07: each claim's sweep within 0.90-1.16x of its time, 90% of runs within
+# 0.77-1.43x. (The per-step cost had been taken 40x too high: small batches came first.)
+SECONDS_PER_TRAINED_IMAGE = 0.00019  # forward and backward, at the default net's size
+SECONDS_PER_STEP = 0.00099  # the per-step framework cost that dominates at tiny batches
+SECONDS_PER_EVALUATED_IMAGE = 0.000013  # forward only: validation, test, eval_train
+SECONDS_PER_PROBED_IMAGE = 0.00075  # in-training probes, per image of the probe batch
+SECONDS_PER_FINAL_PROBED_IMAGE = 0.00026  # after training: test images x test batch sizes
 
 
 def estimated_cost(cfg: Config) -> float:
-    """A rough relative cost, for scheduling the longest runs first: image-passes scaled by
-    the net's size, plus a per-step overhead that dominates at tiny batches."""
-    images = cfg.train.epochs * train_size(cfg)
-    width = sum(w * w for w in cfg.model.widths) / (16**2 + 32**2 + 64**2)
-    steps = images / cfg.train.batch_size
-    return images * cfg.model.depth * width + 200 * steps
+    """The run's expected seconds on one core: images trained, evaluated and probed, scaled
+    by the net's size, plus a per-step overhead. It orders the pool (longest first) and
+    weighs the ETA, which corrects it by each sweep's own times (sweep.progress)."""
+    d, m, t, p = cfg.dataset, cfg.model, cfg.train, cfg.probes
+    size = m.depth * sum(w * w for w in m.widths) / (16**2 + 32**2 + 64**2)
+    train = train_size(cfg)
+    steps = t.epochs * (train // t.batch_size)
+    validations = sum(validated(e, t.epochs, t.val_every_epochs) for e in range(1, t.epochs + 1))
+    validations += steps // t.val_every if t.val_every else 0
+    evaluated = validations * min(t.val_subset or d.val_size, d.val_size)
+    evaluated += (validations if t.test_every_epoch else 1) * n_test(cfg)
+    evaluated += train if t.eval_train else 0
+    in_training = [n for n in p.names if n in IN_TRAINING_PROBES]
+    probed = steps // p.every * len(in_training) * p.batch_size
+    after = [n for n in p.names if n in AFTER_TRAINING_PROBES]
+    final_probed = len(after) * n_test(cfg) * len(p.test_batch_sizes)
+    images = (
+        SECONDS_PER_TRAINED_IMAGE * t.epochs * train
+        + SECONDS_PER_EVALUATED_IMAGE * evaluated
+        + SECONDS_PER_PROBED_IMAGE * probed
+        + SECONDS_PER_FINAL_PROBED_IMAGE * final_probed
+    )
+    return size * images + SECONDS_PER_STEP * steps
 
 
 def _warm_up() -> None:

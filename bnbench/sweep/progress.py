@@ -21,7 +21,7 @@ TRAINED = ("completed", "diverged", "failed")  # trained here (not skipped, not 
 @dataclass
 class PlannedCost:
     run_id: str
-    cost: float  # sweep.pool.estimated_cost: relative, only ratios of it are read
+    cost: float  # sweep.pool.estimated_cost: seconds on one core of the machine it was fitted on
     done: bool  # finished before this sweep started: skipped, never counted in the ETA
     group: str = ""  # runs the cost model rates alike (a claim's sweep): see SweepProgress
 

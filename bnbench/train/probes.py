@@ -75,7 +75,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bnbench.config.schema import ProbeConfig
+from bnbench.config.schema import AFTER_TRAINING_PROBES, ProbeConfig
 from bnbench.store.files import PROBE_COLUMNS
 from bnbench.train.data import Splits
 from bnbench.train.probe_models import (
@@ -134,7 +134,7 @@ def step_probes(
 
 def final_probes(cfg: ProbeConfig, model: nn.Module, splits: Splits, step: int) -> list[dict]:
     """The after-training probes named in cfg.names; `model` is left as found."""
-    if "test_time" not in cfg.names and "variance_shift" not in cfg.names:
+    if not set(cfg.names) & set(AFTER_TRAINING_PROBES):
         return []
     measures: list[Measure] = []
     with torch.random.fork_rng(devices=cuda_devices(model)):

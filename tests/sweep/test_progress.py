@@ -99,3 +99,24 @@ def test_a_piped_run_prints_a_line_at_least_every_10_s(tmp_path, monkeypatch, ca
     clock.now += 9.0
     run.step()  # 9 s after the epoch's line: still quiet
     assert capsys.readouterr().out == ""
+
+
+def test_the_planned_cost_counts_steps_evaluation_and_probes():
+    """The cost that orders the pool and weighs the ETA grows with what a run does besides
+    its training images: more steps for the same images, test-set evaluation of the train
+    split, probes during and after training."""
+    from dataclasses import replace
+
+    from bnbench.config.schema import Config
+    from bnbench.sweep.pool import estimated_cost
+
+    base = Config()
+    cost = estimated_cost(base)
+    smaller_batches = replace(base, train=replace(base.train, batch_size=8))
+    eval_train = replace(base, train=replace(base.train, eval_train=True))
+    probed = replace(base, probes=replace(base.probes, names=["ics"]))
+    probed_after = replace(base, probes=replace(base.probes, names=["test_time"]))
+    for heavier in (smaller_batches, eval_train, probed, probed_after):
+        assert estimated_cost(heavier) > cost
+    more_epochs = replace(base, train=replace(base.train, epochs=2 * base.train.epochs))
+    assert estimated_cost(more_epochs) == pytest.approx(2 * cost, rel=0.1)
