@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from bnbench.cli.terminal import console, fail
-from bnbench.store.files import CONFIG_FILE, is_finished, read_summary
+from bnbench.store.files import CONFIG_FILE, is_finished, recorded_seconds
 from bnbench.store.reader import find_run_dirs
 
 replay_app = typer.Typer()
@@ -40,7 +40,7 @@ def replay(
         fail(f"no finished runs under {' '.join(paths)}")
     count = min(sample or len(finished), len(finished))
     chosen = sorted(random.Random(seed).sample(finished, count))
-    recorded_s = sum(recorded_seconds(d) for d in chosen)
+    recorded_s = sum(recorded_seconds(d) or 0.0 for d in chosen)
     console.print(
         f"replaying {len(chosen)} of {len(finished)} finished run(s); they trained in "
         f"{recorded_s / 60:.1f} min when recorded"
@@ -64,13 +64,6 @@ def finished_runs(paths: list[str]) -> list[Path]:
             fail(f"no such path: {path}")
         found |= {path} if (path / CONFIG_FILE).exists() else set(find_run_dirs(path))
     return sorted(d for d in found if is_finished(d))
-
-
-def recorded_seconds(directory: Path) -> float:
-    try:
-        return float((read_summary(directory) or {})["wall_time_s"])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
 
 
 def verdict_line(result) -> str:

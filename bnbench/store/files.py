@@ -215,6 +215,14 @@ def read_summary(directory: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None  # a JSON list or string
 
 
+def recorded_seconds(directory: Path) -> float | None:
+    """The wall time the run's summary.json records, or None where it records none."""
+    try:
+        return float((read_summary(directory) or {})["wall_time_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def run_status(directory: Path) -> str:
     """`completed`, `diverged`, `failed`, `interrupted`, `running` (or killed), or `new`."""
     summary = read_summary(directory)

@@ -30,6 +30,7 @@ from bnbench.store.files import (
     atomic_file,
     disk_full,
     read_summary,
+    recorded_seconds,
     run_dir,
     run_path,
     run_status,
@@ -38,7 +39,7 @@ from bnbench.store.files import (
 from bnbench.store.planfile import PLAN_FILE, read_plan
 from bnbench.sweep.plan import CONF_DIR, PlannedRun
 from bnbench.sweep.pool import die_with_parent, estimated_cost
-from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name, trained_seconds
+from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep's config, in hydra.sweep.dir
 LAUNCHER_PID = "BNBENCH_LAUNCHER_PID"  # the environment variable naming the launching process
@@ -126,7 +127,7 @@ def hydra_job(cfg: DictConfig) -> float | str:
     try:
         status = execute(config, parallel_jobs())
         if _SWEEP is not None:
-            show(_SWEEP.finished(run_id(config), status, trained_seconds(config)))
+            show(_SWEEP.finished(run_id(config), status, recorded_seconds(run_dir(config))))
         else:
             sweep_line(config)
     except KeyboardInterrupt:

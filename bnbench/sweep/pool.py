@@ -22,7 +22,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from bnbench.config.identity import run_id
 from bnbench.config.schema import AFTER_TRAINING_PROBES, IN_TRAINING_PROBES, Config, validated
 from bnbench.config.validation import n_test, train_size
-from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name, trained_seconds
+from bnbench.store.files import recorded_seconds, run_dir
+from bnbench.sweep.progress import SweepProgress, planned_cost, sweep_name
 
 # Seconds per unit on one core, fitted (non-negative least squares) to the wall times of
 # the completed runs of `make claims` on a fresh clone, 2-core AMD EPYC VM, 1 thread a run,
@@ -46,12 +47,13 @@ def estimated_cost(cfg: Config) -> float:
     validations = sum(validated(e, t.epochs, t.val_every_epochs) for e in range(1, t.epochs + 1))
     validations += steps // t.val_every if t.val_every else 0
     evaluated = validations * min(t.val_subset or d.val_size, d.val_size)
-    evaluated += (validations if t.test_every_epoch else 1) * n_test(cfg)
+    tests = n_test(cfg)
+    evaluated += (validations if t.test_every_epoch else 1) * tests
     evaluated += train if t.eval_train else 0
     in_training = [n for n in p.names if n in IN_TRAINING_PROBES]
     probed = steps // p.every * len(in_training) * p.batch_size
     after = [n for n in p.names if n in AFTER_TRAINING_PROBES]
-    final_probed = len(after) * n_test(cfg) * len(p.test_batch_sizes)
+    final_probed = len(after) * tests * len(p.test_batch_sizes)
     images = (
         SECONDS_PER_TRAINED_IMAGE * t.epochs * train
         + SECONDS_PER_EVALUATED_IMAGE * evaluated
@@ -108,7 +110,7 @@ def run_pool(configs: list[Config], jobs: int, log: Callable[[str], None]) -> di
                 except Exception as error:  # a worker died (OOM kill): the next call retrains
                     statuses[run_id(cfg)] = f"lost ({error.__class__.__name__})"
                 status = statuses[run_id(cfg)]
-                line = sweep.finished(run_id(cfg), status, trained_seconds(cfg))
+                line = sweep.finished(run_id(cfg), status, recorded_seconds(run_dir(cfg)))
                 log(f"{cfg.sweep} {run_id(cfg)} seed={cfg.seed}: {status}; {line}")
         except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM or kill only us
             for worker in list(pool._processes.values()):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from bnbench.config.identity import run_id
 from bnbench.config.schema import Config
-from bnbench.store.files import read_summary, run_dir
 from bnbench.train.progress import leave_board, shared_board
 
 FAILED = ("failed", "interrupted")  # and "lost (...)": a worker died under the pool
@@ -29,14 +28,6 @@ class PlannedCost:
 def planned_cost(cfg: Config, cost: float, done: bool = False) -> PlannedCost:
     """A run in the sweep's plan, grouped by its sweep (a claim's: one kind of run)."""
     return PlannedCost(run_id(cfg), cost, done, group=cfg.sweep)
-
-
-def trained_seconds(cfg: Config) -> float | None:
-    """The wall time the run's summary.json records, if it has one."""
-    try:
-        return float((read_summary(run_dir(cfg)) or {})["wall_time_s"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def sweep_name(sweeps: list[str]) -> str:
