@@ -25,7 +25,7 @@ from bnbench.store.hold import tidy_finished, why_unfinished
 PROFILES = ("quick", "full", "confirmatory")
 PROFILE_HELP = (
     "quick: 3 seeds on a small subset, a first look (the default) | full: the development "
-    "seeds 0-9 | confirmatory: the pre-registered seeds 100-109"
+    "seeds 0-9 | confirmatory: each claim's pre-registered seeds (conf/preregistration.yaml)"
 )
 # where `claims verdict` looks for a claim's sweep when no results root is given
 DEFAULT_ROOTS = ("results/confirmatory", "results/full", "results/quick", "results/reference")
@@ -242,6 +242,7 @@ def claims_run(
     dry_run: bool = typer.Option(False, "--dry-run", help="count the runs; train nothing"),
     config_dir: str = CONFIG_DIR,
 ) -> None:
+    from bnbench.claims.preregistration import LockFileError, locked_claims, seed_range
     from bnbench.sweep.claim_sweeps import (
         launch_claims,
         plan_claims,
@@ -267,10 +268,11 @@ def claims_run(
     launcher = [w for w in overrides if w.startswith(("hydra/launcher=", "hydra.launcher."))]
     overrides = [w for w in overrides if w not in launcher] + _seeds_override(seeds)
     try:
-        sweeps = plan_claims([claims[n] for n in chosen], profile, overrides)
-    except ConfigError as error:
+        # the confirmatory profile runs each claim on the seeds its lock names
+        locks = locked_claims()
+        sweeps = plan_claims([claims[n] for n in chosen], profile, overrides, locks)
+    except (ConfigError, LockFileError) as error:
         fail(str(error))
-    from bnbench.claims.preregistration import seed_range
 
     total = sum(len(s.todo) for s in sweeps)
     console.print(f"profile {profile}: {total} runs to train", highlight=False)

@@ -11,6 +11,7 @@ from bnbench.cli.claims_app import (
     PROFILES,
     _claim,
     _claims,
+    _seeds_override,
     _short,
     _use_config_dir,
     claims_app,
@@ -30,10 +31,12 @@ from bnbench.config.schema import ConfigError
         "exists is kept unless --replace, which moves it to the file's history. Extra "
         "arguments are Hydra overrides, as for `claims run`: a protocol locked with them is "
         "confirmed by runs planned with them. With --config-dir the lock is that directory's "
-        "preregistration.yaml.\n\n"
+        "preregistration.yaml. --seeds locks seeds other than the profile's (fresh seeds for a "
+        "re-lock); `claims run --profile confirmatory` then runs the claim on them.\n\n"
         "Examples:\n\n"
         "  bnbench claims preregister --all\n\n"
         "  bnbench claims preregister placement --replace\n\n"
+        "  bnbench claims preregister placement --replace --seeds 110-119\n\n"
         "  bnbench claims preregister --all --check"
     ),
 )
@@ -42,6 +45,9 @@ def claims_preregister(
     names: list[str] = typer.Argument(None, help="claim names (or --all)"),
     all_claims: bool = typer.Option(False, "--all", help="every claim"),
     profile: str = typer.Option("confirmatory", help="the profile whose seeds confirm"),
+    seeds: str = typer.Option(
+        None, help="lock these seeds instead of the profile's: A-B or A,B,C (fresh seeds)"
+    ),
     replace: bool = typer.Option(False, "--replace", help="supersede existing entries"),
     check: bool = typer.Option(
         False, "--check", help="write nothing: exit 1 unless each locked protocol is unchanged"
@@ -74,7 +80,10 @@ def claims_preregister(
     path = lock_path()
     try:
         lock = read_lock(path)
-        sweeps = plan_claims([claims[n] for n in chosen], profile, overrides)
+        # the seeds are locked beside the protocol, not among its overrides
+        sweeps = plan_claims(
+            [claims[n] for n in chosen], profile, overrides + _seeds_override(seeds)
+        )
     except (ConfigError, LockFileError) as error:
         fail(str(error))
     commit = git_commit()
@@ -93,7 +102,7 @@ def claims_preregister(
     for name, entry in new.items():
         table.add_row(name, entry.protocol, entry.profile, seed_range(entry.seeds))
     console.print(table)
-    again = " ".join([*chosen, "--profile", profile, *overrides])
+    again = " ".join([*chosen, "--profile", profile, *overrides])  # runs on the locked seeds
     console.print(
         f"locked in {_short(path)}; commit it before the confirmatory runs "
         f"(`git add {_short(path)} && git commit`), then `bnbench claims run {again}`",

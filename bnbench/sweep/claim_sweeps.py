@@ -48,22 +48,26 @@ class ClaimSweep:
 PRIMARY_ONLY_PROFILES = ("quick",)  # profiles that leave out the claims' extra_cells
 
 
-def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
+def plan_claims(claims, profile: str, overrides: list[str], locks=None) -> list[ClaimSweep]:
     """Each distinct experiment of the claims, planned once (claims 4 and 10 share one),
     with the claims' extra cells (further experiment files writing into the same sweep)
     unless the profile runs primary cells only; raises ConfigError on a bad override or an
-    extra cell that writes elsewhere. Each claim's protocol hash (its entry and its own
-    plan: its experiment and its own extra cells) is recorded in the configs of the runs
-    its plan holds. Nothing is written (see record_claim_plans)."""
+    extra cell that writes elsewhere. With `locks` ({claim: Lock}), a sweep whose claims are
+    locked for this profile runs on their locked seeds unless a seed= override names others.
+    Each claim's protocol hash (its entry and its own plan: its experiment and its own extra
+    cells) is recorded in the configs of the runs its plan holds. Nothing is written (see
+    record_claim_plans)."""
     sweeps = []
     for experiment in dict.fromkeys(c.experiment for c in claims):
-        plan = _plan(experiment, profile, overrides)
+        mine = [c for c in claims if c.experiment == experiment]
+        overrides_here = [*overrides, *locked_seeds(mine, profile, overrides, locks or {})]
+        plan = _plan(experiment, profile, overrides_here)
         directory = sweep_dir(plan[0].config)
         cells = {}
         if profile not in PRIMARY_ONLY_PROFILES:
             extras = {e: None for c in claims if c.experiment == experiment for e in c.extra_cells}
             for extra in extras:
-                cells[extra] = _plan(extra, profile, overrides)
+                cells[extra] = _plan(extra, profile, overrides_here)
                 if sweep_dir(cells[extra][0].config) != directory:
                     raise ConfigError(
                         f"experiment {extra!r} (an extra cell of {experiment!r}) writes to "
@@ -77,6 +81,17 @@ def plan_claims(claims, profile: str, overrides: list[str]) -> list[ClaimSweep]:
                 whole[run_id].config.protocols.append(f"{name}:{record['hash']}")
         sweeps.append(ClaimSweep(experiment, profile, directory, list(whole.values()), protocols))
     return sweeps
+
+
+def locked_seeds(claims, profile: str, overrides: list[str], locks: dict) -> list[str]:
+    """The seed override of one sweep: its claims' locked seeds, where they were locked for
+    this profile (a lock may name seeds other than the profile's own: a re-lock on fresh
+    seeds) and the overrides name none (a replication on seeds of one's own)."""
+    if any(o.startswith("seed=") for o in overrides):
+        return []
+    held = [locks[c.name] for c in claims if c.name in locks]
+    seeds = sorted({s for lock in held if lock.profile == profile for s in lock.seeds})
+    return [f"seed={','.join(str(s) for s in seeds)}"] if seeds else []
 
 
 def protocols_override(run: PlannedRun) -> str:

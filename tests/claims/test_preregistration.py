@@ -158,6 +158,24 @@ def test_seeds_option_plans_exactly_those_seeds(tmp_path):
     assert bad.returncode == 2 and "invalid --seeds='9-7'" in bad.stderr + bad.stdout
 
 
+def test_a_relock_on_fresh_seeds_is_what_the_confirmatory_profile_then_runs(tmp_path):
+    config = tmp_path / "config"
+    config.mkdir()
+    where = ["--config-dir", str(config)]
+    lock = ["claims", "preregister", "test-time-stats", *where, *TINY]
+    bnbench(*lock, "--seeds", "110-112", cwd=tmp_path)
+    locked = read_lock(config / "preregistration.yaml").claims["test-time-stats"]
+    assert locked.seeds == [110, 111, 112] and locked.overrides == TINY  # seeds apart
+    run = ["claims", "run", "test-time-stats", "--profile", "confirmatory", "--dry-run"]
+    planned = bnbench(*run, *where, *TINY, cwd=tmp_path)
+    assert "3 runs on seeds 110-112" in planned.stdout
+    # a replication names its own seeds; another profile keeps its own
+    other = bnbench(*run, "--seeds", "7-8", *where, *TINY, cwd=tmp_path)
+    assert "2 runs on seeds 7-8" in other.stdout
+    quick = bnbench(*run[:3], "--profile", "quick", "--dry-run", *where, *TINY, cwd=tmp_path)
+    assert "runs on seeds 0-2" in quick.stdout
+
+
 @pytest.mark.slow
 def test_lock_then_confirm_then_edit_through_the_real_commands(tmp_path):
     config, root = tmp_path / "config", tmp_path / "results"
