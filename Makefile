@@ -49,7 +49,7 @@ test-fast: install
 
 # One claim, or all: the sweeps through one pool of workers (finished runs are skipped, so
 # this resumes), then each sweep's report and each claim's verdict.
-# PROFILE=confirmatory (default): the pre-registered protocols on seeds 100-109 (as
+# PROFILE=confirmatory (default): the pre-registered protocols on their locked seeds (as
 # results/reference/); full: the same on the development seeds 0-9; quick: 3 seeds on a
 # small subset. Each seed is its own data draw.
 $(addprefix claim-,$(CLAIMS)): claim-%: install data
