@@ -34,9 +34,6 @@ $(FASHION_MNIST):
 demo: install data  ## BN vs no-BN on Fashion-MNIST, the comparison, its report and figures
 	$(BNBENCH) run
 	$(BNBENCH) report results/default
-	@echo "One seed per arm shows that both nets train and where each got on one data draw;"
-	@echo "it cannot show whether BN is better: that needs the spread over seeds. Claim 1"
-	@echo "decides whether BN trains faster, on 10 seeds: bnbench claims run faster-convergence"
 
 # One test file per worker, every core busy; the SLURM tests after, alone: they time a job
 # against its time limit on the same cores.
