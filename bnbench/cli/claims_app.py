@@ -310,8 +310,9 @@ def _seeds_override(seeds: str | None) -> list[str]:
     if seeds is None:
         return []
     from bnbench.claims.preregistration import parse_seeds
+    from bnbench.sweep.overrides import seed_override
 
     try:
-        return [f"seed={','.join(str(s) for s in parse_seeds(seeds))}"]
+        return [seed_override(parse_seeds(seeds))]
     except ValueError as error:
         fail(str(error))

@@ -28,6 +28,7 @@ from bnbench.config.schema import ConfigError, register_configs
 from bnbench.store.files import sweep_dir
 from bnbench.store.planfile import record_plans
 from bnbench.sweep.job import hydra_job
+from bnbench.sweep.overrides import seed_override
 from bnbench.sweep.plan import PlannedRun, expand
 from bnbench.sweep.pool import run_pool
 
@@ -65,7 +66,7 @@ def plan_claims(claims, profile: str, overrides: list[str], locks=None) -> list[
         directory = sweep_dir(plan[0].config)
         cells = {}
         if profile not in PRIMARY_ONLY_PROFILES:
-            extras = {e: None for c in claims if c.experiment == experiment for e in c.extra_cells}
+            extras = {e: None for c in mine for e in c.extra_cells}
             for extra in extras:
                 cells[extra] = _plan(extra, profile, overrides_here)
                 if sweep_dir(cells[extra][0].config) != directory:
@@ -73,7 +74,7 @@ def plan_claims(claims, profile: str, overrides: list[str], locks=None) -> list[
                         f"experiment {extra!r} (an extra cell of {experiment!r}) writes to "
                         f"{sweep_dir(cells[extra][0].config)}, not {directory}: set its `sweep`"
                     )
-        own = {c.name: own_plan(c, plan, cells) for c in claims if c.experiment == experiment}
+        own = {c.name: own_plan(c, plan, cells) for c in mine}
         protocols = {name: protocol_record(claims, name, runs) for name, runs in own.items()}
         whole = {p.run_id: p for p in plan + [p for extra in cells.values() for p in extra]}
         for name, record in protocols.items():
@@ -91,7 +92,7 @@ def locked_seeds(claims, profile: str, overrides: list[str], locks: dict) -> lis
         return []
     held = [locks[c.name] for c in claims if c.name in locks]
     seeds = sorted({s for lock in held if lock.profile == profile for s in lock.seeds})
-    return [f"seed={','.join(str(s) for s in seeds)}"] if seeds else []
+    return [seed_override(seeds)] if seeds else []
 
 
 def protocols_override(run: PlannedRun) -> str:

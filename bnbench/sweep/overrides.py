@@ -17,6 +17,11 @@ from bnbench.config.identity import as_tree, flatten
 from bnbench.config.schema import Config, ConfigError
 
 
+def seed_override(seeds) -> str:
+    """The sweep over these seeds as one override: [100, 101] -> "seed=100,101"."""
+    return f"seed={','.join(str(s) for s in seeds)}"
+
+
 def with_suggestion(message: str) -> str:
     """An unknown key's error, plus the nearest known key: `lr` -> "did you mean optim.lr?"."""
     match = re.search(r"Could not override '([^']+)'", message)
